@@ -1,0 +1,241 @@
+// Package metrics holds the node's metric catalogue (names, types, labels,
+// buckets and help texts of DESIGN.md section 5), the process sampler and the
+// HTTP server that exposes a node's registry. Nothing here registers on the
+// default registry: every constructor takes the registerer of its node.
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Unknown is the label value recorded for anything outside a closed set.
+const Unknown = "unknown"
+
+// StorageBuckets resolve 10 microseconds at the low end: local Pebble reads
+// and Eventual writes complete in single-digit microseconds.
+var StorageBuckets = []float64{
+	5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4,
+	1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2, 0.1, 0.25, 0.5, 1, 2.5,
+}
+
+// MessageBuckets span 100 microseconds to 10 seconds.
+var MessageBuckets = []float64{
+	1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2, 2.5e-2, 5e-2,
+	0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+}
+
+// TaskBuckets span 100 microseconds (a small chunk task) to 2 minutes.
+var TaskBuckets = []float64{
+	1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1, 5, 10, 30, 60, 120,
+}
+
+// Storage is the storage family set: operations, durations and errors by
+// operation and backend.
+type Storage struct {
+	Operations *prometheus.CounterVec
+	Duration   *prometheus.HistogramVec
+	Errors     *prometheus.CounterVec
+}
+
+// Backends is the closed set of storage backend label values.
+var Backends = []string{"local", "redis"}
+
+// NewStorage creates and registers the storage families on reg.
+func NewStorage(reg prometheus.Registerer) *Storage {
+	s := &Storage{
+		Operations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "storage_operations_total",
+			Help: "Storage operations attempted by the node, by operation (get, put, delete, list) and backend (local, redis). Moves on every operation, successful or not.",
+		}, []string{"operation", "backend"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "storage_operation_duration_seconds",
+			Help:    "Wall-clock duration of storage operations in seconds, including retries, by operation and backend. Buckets start at 5 microseconds.",
+			Buckets: StorageBuckets,
+		}, []string{"operation", "backend"}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "storage_operation_errors_total",
+			Help: "Storage operations that failed (backend unavailable, invalid key, value too large, ...), by operation and backend. A missing key on get is not an error.",
+		}, []string{"operation", "backend"}),
+	}
+	reg.MustRegister(s.Operations, s.Duration, s.Errors)
+	return s
+}
+
+// Backend returns name if it is in the closed set of backends, else Unknown.
+func Backend(name string) string {
+	for _, b := range Backends {
+		if b == name {
+			return b
+		}
+	}
+	return Unknown
+}
+
+// MessageTypes is the closed set of wire message types (DESIGN.md section 7).
+var MessageTypes = []string{"ping", "pong", "task.request", "task.result", "error"}
+
+// ErrorReasons is the closed set of message error reasons.
+var ErrorReasons = []string{
+	"malformed",    // frame or envelope could not be decoded
+	"too_large",    // frame over p2p.max_message_bytes
+	"unknown_type", // no handler for the type
+	"handler",      // the handler returned an error
+	"panic",        // the handler panicked
+	"timeout",      // read, write or handling deadline exceeded
+	"stream",       // the stream broke mid-frame or a write failed
+}
+
+// MessageType returns t if it is a known message type, else Unknown.
+func MessageType(t string) string {
+	for _, k := range MessageTypes {
+		if k == t {
+			return k
+		}
+	}
+	return Unknown
+}
+
+// ErrorReason returns r if it is a known reason, else Unknown.
+func ErrorReason(r string) string {
+	for _, k := range ErrorReasons {
+		if k == r {
+			return k
+		}
+	}
+	return Unknown
+}
+
+// Messages is the message family set recorded by the message middleware.
+type Messages struct {
+	Received *prometheus.CounterVec
+	Duration *prometheus.HistogramVec
+	Errors   *prometheus.CounterVec
+	Sent     *prometheus.CounterVec
+
+	byType  map[string]*TypeMetrics
+	unknown *TypeMetrics
+}
+
+// TypeMetrics are the label children of one message type, resolved
+// once so that recording does no label lookup.
+type TypeMetrics struct {
+	Received prometheus.Counter
+	Duration prometheus.Observer
+	Sent     prometheus.Counter
+	errors   map[string]prometheus.Counter
+	errUnk   prometheus.Counter
+}
+
+// Error returns the error counter for reason (Unknown when outside the closed set).
+func (m *TypeMetrics) Error(reason string) prometheus.Counter {
+	if c, ok := m.errors[reason]; ok {
+		return c
+	}
+	return m.errUnk
+}
+
+// NewMessages creates and registers the message families on reg, with every
+// known type (and every type x reason) pre-initialised to zero.
+func NewMessages(reg prometheus.Registerer) *Messages {
+	m := &Messages{
+		Received: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "messages_received_total",
+			Help: "Messages received from peers, by message type, counted before handling (so malformed and rejected messages are included). Unrecognised types are counted as \"unknown\".",
+		}, []string{"type"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "message_processing_duration_seconds",
+			Help:    "Time to handle one inbound message in seconds, from decoded envelope to response written, by message type.",
+			Buckets: MessageBuckets,
+		}, []string{"type"}),
+		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "message_processing_errors_total",
+			Help: "Inbound messages that failed to decode or to be handled, by message type and reason (malformed, too_large, unknown_type, handler, panic, timeout, stream).",
+		}, []string{"type", "reason"}),
+		Sent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "messages_sent_total",
+			Help: "Messages written to peers (requests and responses), by message type.",
+		}, []string{"type"}),
+		byType: make(map[string]*TypeMetrics, len(MessageTypes)+1),
+	}
+	reg.MustRegister(m.Received, m.Duration, m.Errors, m.Sent)
+	for _, t := range append(append([]string(nil), MessageTypes...), Unknown) {
+		mt := &TypeMetrics{
+			Received: m.Received.WithLabelValues(t),
+			Duration: m.Duration.WithLabelValues(t),
+			Sent:     m.Sent.WithLabelValues(t),
+			errors:   make(map[string]prometheus.Counter, len(ErrorReasons)),
+		}
+		for _, r := range ErrorReasons {
+			mt.errors[r] = m.Errors.WithLabelValues(t, r)
+		}
+		mt.errUnk = m.Errors.WithLabelValues(t, Unknown)
+		m.byType[t] = mt
+	}
+	m.unknown = m.byType[Unknown]
+	return m
+}
+
+// For returns the pre-resolved children of message type t; a type outside the
+// closed set gets the "unknown" children. It does not allocate.
+func (m *Messages) For(t string) *TypeMetrics {
+	if mt, ok := m.byType[t]; ok {
+		return mt
+	}
+	return m.unknown
+}
+
+// TaskTypes is the closed set of task types (DESIGN.md section 9).
+var TaskTypes = []string{"text.chunk", "text.embed", "index.add", "index.search"}
+
+// TaskOutcomes is the closed set of task outcomes.
+var TaskOutcomes = []string{"succeeded", "failed", "cancelled"}
+
+// Tasks is the task family set recorded by the task engine on the executing node.
+type Tasks struct {
+	Total    *prometheus.CounterVec
+	Duration *prometheus.HistogramVec
+}
+
+// NewTasks creates and registers the task families on reg, pre-initialised
+// for every type and outcome.
+func NewTasks(reg prometheus.Registerer) *Tasks {
+	t := &Tasks{
+		Total: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasks_total",
+			Help: "Tasks executed on this node, by task type and outcome (succeeded, failed, cancelled).",
+		}, []string{"type", "outcome"}),
+		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "task_duration_seconds",
+			Help:    "Execution time of tasks on this node in seconds, by task type.",
+			Buckets: TaskBuckets,
+		}, []string{"type"}),
+	}
+	reg.MustRegister(t.Total, t.Duration)
+	for _, ty := range append(append([]string(nil), TaskTypes...), Unknown) {
+		t.Duration.WithLabelValues(ty)
+		for _, o := range TaskOutcomes {
+			t.Total.WithLabelValues(ty, o)
+		}
+	}
+	return t
+}
+
+// TaskType returns ty if it is a known task type, else Unknown.
+func TaskType(ty string) string {
+	for _, k := range TaskTypes {
+		if k == ty {
+			return k
+		}
+	}
+	return Unknown
+}
+
+// TaskOutcome returns o if it is a known outcome, else Unknown.
+func TaskOutcome(o string) string {
+	for _, k := range TaskOutcomes {
+		if k == o {
+			return k
+		}
+	}
+	return Unknown
+}

@@ -1,0 +1,40 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// NewRegistry returns a fresh registry for one node holding the standard Go
+// and process collectors and agent_info{version,peer_id}. Every component of
+// the node records on this registry; nothing uses the global default, so two
+// nodes in one process never share a counter.
+func NewRegistry(version, peerID string) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "agent_info",
+		Help:        "Constant 1, labelled with the node's build version and libp2p peer ID. Join on it to name a node in queries.",
+		ConstLabels: prometheus.Labels{"version": version, "peer_id": peerID},
+	})
+	info.Set(1)
+	reg.MustRegister(info)
+	return reg
+}
+
+// RegisterPeers registers agent_peers_connected, read at scrape time from
+// count (the p2p host's live connection table), so it is never stale.
+func RegisterPeers(reg prometheus.Registerer, count func() int) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "agent_peers_connected",
+		Help: "Number of peers this node currently has at least one live libp2p connection to, read at scrape time.",
+	}, func() float64 {
+		if count == nil {
+			return 0
+		}
+		return float64(count())
+	}))
+}

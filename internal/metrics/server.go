@@ -1,0 +1,204 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
+	"golang.org/x/time/rate"
+)
+
+// ServerConfig configures the metrics HTTP server.
+type ServerConfig struct {
+	// Listen is the host:port to bind (port 0 picks a free port).
+	Listen string
+	// Path serves the metrics (default /metrics).
+	Path string
+	// WebConfigFile enables TLS, mTLS and basic auth in the exporter-toolkit format.
+	WebConfigFile string
+	// MaxRequestsInFlight bounds concurrent scrapes (beyond: 503).
+	MaxRequestsInFlight int
+	// RateLimit is the sustained scrape rate per second (beyond: 429); 0 disables it.
+	RateLimit float64
+	// Timeout bounds one scrape (default 10s).
+	Timeout time.Duration
+	// Logger receives server logs.
+	Logger *slog.Logger
+}
+
+// Server exposes one node's registry on /metrics beside /healthz and /readyz.
+type Server struct {
+	cfg   ServerConfig
+	http  *http.Server
+	ln    net.Listener
+	ready func() bool
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	serveWG sync.WaitGroup
+	errc    chan error
+}
+
+// NewServer builds (but does not start) the metrics server for reg. ready
+// reports whether the node is active; /readyz answers 200 only when it does.
+func NewServer(reg *prometheus.Registry, ready func() bool, cfg ServerConfig) *Server {
+	if cfg.Path == "" {
+		cfg.Path = "/metrics"
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, ready: ready, log: cfg.Logger, errc: make(chan error, 1)}
+
+	metricsHandler := promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:            slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelError),
+		ErrorHandling:       promhttp.ContinueOnError,
+		Registry:            reg, // counts promhttp_metric_handler_errors_total
+		MaxRequestsInFlight: cfg.MaxRequestsInFlight,
+		Timeout:             cfg.Timeout,
+		EnableOpenMetrics:   true,
+	}))
+
+	mux := http.NewServeMux()
+	mux.Handle(cfg.Path, rateLimit(metricsHandler, cfg.RateLimit))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if s.ready != nil && !s.ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		fmt.Fprintf(w, "<html><head><title>p2p-agent</title></head><body><h1>p2p-agent</h1><p><a href=%q>Metrics</a> &middot; <a href=\"/healthz\">healthz</a> &middot; <a href=\"/readyz\">readyz</a></p></body></html>\n", cfg.Path)
+	})
+
+	s.http = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      cfg.Timeout + 5*time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	return s
+}
+
+// rateLimit answers 429 with Retry-After once the token bucket of perSecond
+// (burst of one second's worth) is empty. perSecond <= 0 disables it.
+func rateLimit(next http.Handler, perSecond float64) http.Handler {
+	if perSecond <= 0 {
+		return next
+	}
+	burst := int(math.Ceil(perSecond))
+	lim := rate.NewLimiter(rate.Limit(perSecond), burst)
+	retry := strconv.Itoa(int(math.Max(1, math.Ceil(1/perSecond))))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !lim.Allow() {
+			w.Header().Set("Retry-After", retry)
+			http.Error(w, "rate limit exceeded", http.StatusTooManyRequests)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// Start binds the listener and serves in the background. A bind error is
+// returned at once; TLS and basic auth come from WebConfigFile, validated here
+// so that a bad file stops the start instead of failing the first scrape.
+func (s *Server) Start() error {
+	if s.cfg.WebConfigFile != "" {
+		if err := web.Validate(s.cfg.WebConfigFile); err != nil {
+			return fmt.Errorf("metrics.web_config_file %s: %w", s.cfg.WebConfigFile, err)
+		}
+	}
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("metrics listener %s: %w", s.cfg.Listen, err)
+	}
+	s.ln = ln
+	webCfg := s.cfg.WebConfigFile
+	flags := &web.FlagConfig{
+		WebListenAddresses: &[]string{ln.Addr().String()},
+		WebSystemdSocket:   new(bool),
+		WebConfigFile:      &webCfg,
+	}
+	s.serveWG.Add(1)
+	go func() {
+		defer s.serveWG.Done()
+		err := web.Serve(ln, s.http, flags, s.log)
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("metrics server stopped", "err", err)
+			s.errc <- err
+		}
+	}()
+	return nil
+}
+
+// Err delivers a fatal serving error, if one happens after Start.
+func (s *Server) Err() <-chan error { return s.errc }
+
+// Addr is the bound address (valid after Start).
+func (s *Server) Addr() net.Addr {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Addr()
+}
+
+// URL is the metrics URL an operator would scrape (valid after Start).
+func (s *Server) URL() string {
+	if s.ln == nil {
+		return ""
+	}
+	scheme := "http"
+	if s.cfg.WebConfigFile != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + displayAddr(s.ln.Addr().String()) + s.cfg.Path
+}
+
+// displayAddr turns a wildcard bind address into one a person can open.
+func displayAddr(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// Shutdown stops accepting scrapes and waits for those in flight until ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.ln == nil {
+		return nil
+	}
+	err := s.http.Shutdown(ctx)
+	s.serveWG.Wait()
+	return err
+}

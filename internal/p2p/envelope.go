@@ -1,0 +1,37 @@
+package p2p
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// ProtocolID is the libp2p protocol of the message service (DESIGN.md section 7).
+const ProtocolID = "/p2p-ai-agents/msg/1.0.0"
+
+// EnvelopeVersion is the only envelope version this node speaks.
+const EnvelopeVersion = 1
+
+// Message types of the wire protocol: the closed set used as metric labels.
+const (
+	TypePing        = "ping"
+	TypePong        = "pong"
+	TypeTaskRequest = "task.request"
+	TypeTaskResult  = "task.result"
+	TypeError       = "error"
+)
+
+// Envelope is one framed message. A response carries the ID of its request.
+// The sender is never a field: it is the authenticated remote peer of the stream.
+type Envelope struct {
+	V       int             `json:"v"`
+	ID      string          `json:"id"`
+	Type    string          `json:"type"`
+	SentAt  time.Time       `json:"sent_at"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// ErrorPayload is the payload of an "error" message.
+type ErrorPayload struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
