@@ -1,0 +1,42 @@
+# p2p-agent: build, run and test.
+GO      ?= go
+BIN     := bin/p2p-agent
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+FUZZTIME ?= 20s
+
+.PHONY: all build run test test-deps lint fuzz bench clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/p2p-agent
+
+## run: start a node on its embedded defaults (Pebble store in ~/.p2p-agent, metrics on :8080, API on 127.0.0.1:7070)
+run: build
+	./$(BIN) start
+
+## test-deps: install what the tests need (redis-server, prometheus, promtool) when missing
+test-deps:
+	./scripts/test-deps.sh
+
+## lint: gofmt and go vet
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+## test: the whole suite: dependencies, lint, race tests against real redis/prometheus, short fuzzing
+test: test-deps lint
+	$(GO) test -race -count=1 -timeout 30m ./...
+	$(MAKE) fuzz
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./internal/p2p
+
+## bench: every benchmark of docs/performance.md (takes several minutes)
+bench:
+	./scripts/bench.sh
+
+clean:
+	rm -rf bin

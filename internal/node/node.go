@@ -1,0 +1,339 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/api"
+	"github.com/p2p-ai-agents/p2p-agent/internal/config"
+	"github.com/p2p-ai-agents/p2p-agent/internal/identity"
+	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
+	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
+	"github.com/p2p-ai-agents/p2p-agent/internal/storage/local"
+	redisstore "github.com/p2p-ai-agents/p2p-agent/internal/storage/redis"
+	"github.com/p2p-ai-agents/p2p-agent/internal/task"
+)
+
+// DrainTimeout bounds how long Shutdown waits for work in flight.
+const DrainTimeout = 10 * time.Second
+
+// Node is one running p2p-agent: every subsystem, built and owned here.
+type Node struct {
+	cfg     *config.Config
+	version string
+	log     *slog.Logger
+	state   stateBox
+	started time.Time
+
+	priv   crypto.PrivKey
+	peerID peer.ID
+
+	reg     *prometheus.Registry
+	sampler *metrics.Sampler
+	store   storage.Store // instrumented, validated backend
+	backend string
+
+	host    *p2p.Host
+	service *p2p.Service
+	tasks   *task.Engine
+
+	metricsSrv *metrics.Server
+	apiSrv     *api.Server
+
+	stopOnce sync.Once
+	stopErr  error
+	cancel   context.CancelFunc
+}
+
+// New builds a node from a validated configuration: identity, registry,
+// store, p2p host, message service, task engine and servers. Nothing
+// listens until Start. On error everything already opened is closed.
+func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logger) (n *Node, err error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n = &Node{cfg: cfg, version: version, log: log}
+	n.state.Store(Initializing)
+	defer func() {
+		if err != nil {
+			n.closeAll(context.Background())
+		}
+	}()
+
+	priv, id, created, err := identity.LoadOrCreate(cfg.IdentityPath())
+	if err != nil {
+		return nil, err
+	}
+	n.priv, n.peerID = priv, id
+	if created {
+		log.Info("created node identity", "path", cfg.IdentityPath(), "peer_id", id.String())
+	}
+
+	n.reg = metrics.NewRegistry(version, id.String())
+	n.sampler = metrics.NewSampler(n.reg, cfg.Metrics.SampleInterval, log)
+
+	if err := n.openStore(ctx); err != nil {
+		return nil, err
+	}
+
+	n.host, err = p2p.NewHost(ctx, priv, p2p.HostConfig{
+		ListenAddrs: cfg.P2P.Listen,
+		Bootstrap:   cfg.P2P.Bootstrap,
+		MDNS:        cfg.P2P.MDNS,
+		Registerer:  n.reg,
+		Logger:      log.With("component", "p2p"),
+		UserAgent:   "p2p-agent/" + version,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("starting p2p host: %w", err)
+	}
+	metrics.RegisterPeers(n.reg, n.host.ConnectedPeers)
+
+	n.service = p2p.NewService(n.host, metrics.NewMessages(n.reg), p2p.ServiceConfig{
+		MaxMessageBytes: cfg.P2P.MaxMessageBytes,
+		Logger:          log.With("component", "messages"),
+	})
+
+	n.tasks = task.NewEngine(n.store, metrics.NewTasks(n.reg), &taskTransport{svc: n.service, host: n.host}, id, task.Options{
+		Timeout: cfg.Task.Timeout,
+		Logger:  log.With("component", "tasks"),
+	})
+	n.service.Handle(p2p.TypeTaskRequest, taskHandler(n.tasks))
+	n.host.Advertise(n.tasks.Types()...)
+
+	if cfg.Metrics.Enabled {
+		n.metricsSrv = metrics.NewServer(n.reg, n.Ready, metrics.ServerConfig{
+			Listen:              cfg.Metrics.Listen,
+			Path:                cfg.Metrics.Path,
+			WebConfigFile:       cfg.Metrics.WebConfigFile,
+			MaxRequestsInFlight: cfg.Metrics.MaxRequestsInFlight,
+			RateLimit:           cfg.Metrics.RateLimit,
+			Logger:              log.With("component", "metrics"),
+		})
+	}
+	n.apiSrv = api.NewServer(api.ServerConfig{
+		Listen:        cfg.API.Listen,
+		Token:         cfg.API.Token,
+		MaxValueBytes: cfg.Storage.MaxValueBytes,
+		MaxBodyBytes:  cfg.P2P.MaxMessageBytes,
+		Logger:        log.With("component", "api"),
+		Classify:      classify,
+	}, n, n.store, &network{n: n}, &taskAPI{engine: n.tasks}, n.Ready)
+	return n, nil
+}
+
+// openStore opens the configured backend and wraps it once: validation
+// first, then the instrumenting decorator, so every operation of every
+// backend is measured, rejected ones included.
+func (n *Node) openStore(ctx context.Context) error {
+	cfg := n.cfg
+	var backend storage.Store
+	switch cfg.Storage.Backend {
+	case "redis":
+		r := cfg.Storage.Redis
+		rs, err := redisstore.New(ctx, redisstore.Options{
+			Addrs:        r.Addrs,
+			URL:          r.URL,
+			KeyPrefix:    r.KeyPrefix,
+			Password:     r.Password,
+			PoolSize:     r.PoolSize,
+			DialTimeout:  r.DialTimeout,
+			ReadTimeout:  r.ReadTimeout,
+			WriteTimeout: r.WriteTimeout,
+			MaxRetries:   r.MaxRetries,
+			RetryBackoff: r.RetryBackoff,
+			MinReplicas:  r.MinReplicas,
+			Logger:       n.log.With("component", "storage"),
+		})
+		if err != nil {
+			return fmt.Errorf("opening redis storage: %w", err)
+		}
+		metrics.RegisterRedisPool(n.reg, func() metrics.PoolStats {
+			s := rs.Client().PoolStats()
+			return metrics.PoolStats{
+				Hits: uint64(s.Hits), Misses: uint64(s.Misses), Timeouts: uint64(s.Timeouts),
+				TotalConns: uint64(s.TotalConns), IdleConns: uint64(s.IdleConns), StaleConns: uint64(s.StaleConns),
+			}
+		})
+		backend = rs
+	default:
+		ls, err := local.Open(cfg.StorePath(), local.Options{Logger: n.log.With("component", "storage")})
+		if err != nil {
+			return fmt.Errorf("opening local storage at %s: %w", cfg.StorePath(), err)
+		}
+		backend = ls
+	}
+	n.backend = cfg.Storage.Backend
+	n.store = storage.Instrument(storage.Validate(backend, cfg.Storage.MaxValueBytes), metrics.NewStorage(n.reg), n.backend)
+	return nil
+}
+
+// Start opens the listeners and the sampler and moves the node to active.
+func (n *Node) Start(ctx context.Context) error {
+	n.started = time.Now()
+	sctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	n.sampler.Start(sctx)
+	if n.metricsSrv != nil {
+		if err := n.metricsSrv.Start(); err != nil {
+			return err
+		}
+	} else {
+		n.log.Info("Metrics endpoint disabled")
+	}
+	if err := n.apiSrv.Start(); err != nil {
+		return err
+	}
+	n.state.Store(Active)
+	n.log.Info("node started",
+		"peer_id", n.peerID.String(),
+		"name", n.cfg.Node.Name,
+		"p2p_addrs", n.host.Addrs(),
+		"metrics_url", n.MetricsURL(),
+		"api_url", n.APIURL(),
+		"storage_backend", n.backend,
+		"version", n.version,
+	)
+	return nil
+}
+
+// Ready reports whether the node is active (what /readyz answers).
+func (n *Node) Ready() bool { return n.state.Load() == Active }
+
+// State returns the current lifecycle state.
+func (n *Node) State() State { return n.state.Load() }
+
+// PeerID is the node's libp2p identity.
+func (n *Node) PeerID() peer.ID { return n.peerID }
+
+// Registry is the node's own metrics registry.
+func (n *Node) Registry() *prometheus.Registry { return n.reg }
+
+// Store is the node's instrumented store.
+func (n *Node) Store() storage.Store { return n.store }
+
+// Host is the node's p2p host.
+func (n *Node) Host() *p2p.Host { return n.host }
+
+// Service is the node's message service.
+func (n *Node) Service() *p2p.Service { return n.service }
+
+// Tasks is the node's task engine.
+func (n *Node) Tasks() *task.Engine { return n.tasks }
+
+// MetricsAddr is the bound metrics address, or nil when metrics are disabled.
+func (n *Node) MetricsAddr() net.Addr {
+	if n.metricsSrv == nil {
+		return nil
+	}
+	return n.metricsSrv.Addr()
+}
+
+// MetricsURL is the URL to scrape, or "" when metrics are disabled.
+func (n *Node) MetricsURL() string {
+	if n.metricsSrv == nil {
+		return ""
+	}
+	return n.metricsSrv.URL()
+}
+
+// APIAddr is the bound control API address.
+func (n *Node) APIAddr() net.Addr { return n.apiSrv.Addr() }
+
+// APIURL is the control API's base URL.
+func (n *Node) APIURL() string {
+	if a := n.apiSrv.Addr(); a != nil {
+		return "http://" + a.String()
+	}
+	return ""
+}
+
+// Status reports the node's status for the control API.
+func (n *Node) Status() api.Status {
+	up := time.Duration(0)
+	if !n.started.IsZero() {
+		up = time.Since(n.started)
+	}
+	st := api.Status{
+		PeerID:         n.peerID.String(),
+		Name:           n.cfg.Node.Name,
+		State:          n.State().String(),
+		Version:        n.version,
+		StartedAt:      n.started,
+		UptimeSeconds:  up.Seconds(),
+		Uptime:         up.Round(time.Second).String(),
+		StorageBackend: n.backend,
+		MetricsURL:     n.MetricsURL(),
+		APIURL:         n.APIURL(),
+	}
+	if n.host != nil {
+		st.Addresses = n.host.Addrs()
+		st.Peers = n.host.ConnectedPeers()
+	}
+	return st
+}
+
+// Shutdown stops taking new work, drains what is in flight (bounded by ctx
+// and DrainTimeout), then closes the servers, the p2p host and the store.
+// It is safe to call more than once.
+func (n *Node) Shutdown(ctx context.Context) error {
+	n.stopOnce.Do(func() {
+		n.state.Store(Stopping)
+		n.log.Info("node stopping", "drain_timeout", DrainTimeout.String())
+		dctx, cancel := context.WithTimeout(ctx, DrainTimeout)
+		defer cancel()
+		n.stopErr = n.closeAll(dctx)
+		n.state.Store(Stopped)
+		n.log.Info("node stopped")
+	})
+	return n.stopErr
+}
+
+// closeAll closes whatever has been opened, in reverse dependency order.
+func (n *Node) closeAll(ctx context.Context) error {
+	var errs []error
+	if n.apiSrv != nil {
+		errs = append(errs, n.apiSrv.Shutdown(ctx))
+	}
+	if n.tasks != nil {
+		errs = append(errs, n.tasks.Close(ctx))
+	}
+	if n.service != nil {
+		errs = append(errs, n.service.Close(ctx))
+	}
+	if n.host != nil {
+		errs = append(errs, n.host.Close())
+	}
+	if n.metricsSrv != nil {
+		errs = append(errs, n.metricsSrv.Shutdown(ctx))
+	}
+	if n.sampler != nil {
+		n.sampler.Stop()
+	}
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if n.store != nil {
+		errs = append(errs, n.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+
+// Err delivers a fatal error of a running subsystem (the metrics listener).
+func (n *Node) Err() <-chan error {
+	if n.metricsSrv == nil {
+		return nil
+	}
+	return n.metricsSrv.Err()
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs when it is missing: redis-server and
+# redis-cli (storage tests, Redis Cluster), prometheus and promtool (operator
+# kit). On Debian/Ubuntu as root it uses apt-get; elsewhere it says what to
+# install and fails.
+set -euo pipefail
+
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v redis-cli    >/dev/null 2>&1 || missing+=(redis-tools)
+command -v prometheus   >/dev/null 2>&1 || missing+=(prometheus)
+command -v promtool     >/dev/null 2>&1 || missing+=(prometheus)
+
+if [ ${#missing[@]} -eq 0 ]; then
+	echo "test-deps: redis-server, redis-cli, prometheus and promtool present"
+	exit 0
+fi
+
+# unique package names
+mapfile -t pkgs < <(printf '%s\n' "${missing[@]}" | sort -u)
+echo "test-deps: installing ${pkgs[*]}"
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+	echo "test-deps: please install ${pkgs[*]} (Debian: apt-get install -y ${pkgs[*]})" >&2
+	exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+# The Debian packages start system services; the tests start their own
+# servers on free loopback ports and never use these.
+for cmd in redis-server redis-cli prometheus promtool; do
+	command -v "$cmd" >/dev/null 2>&1 || { echo "test-deps: $cmd still missing" >&2; exit 1; }
+done
+echo "test-deps: installed ${pkgs[*]}"
