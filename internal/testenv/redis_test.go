@@ -1,0 +1,110 @@
+package testenv_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
+)
+
+func TestStartRedisStopRestart(t *testing.T) {
+	r := testenv.StartRedis(t)
+	if r.Port() == 6379 {
+		t.Fatal("harness used the machine's own Redis port")
+	}
+	if got, err := testenv.RedisCommand(r.Addr(), time.Second, "SET", "k", "v"); err != nil || got != "OK" {
+		t.Fatalf("SET = %q, %v", got, err)
+	}
+	if got, err := testenv.RedisCommand(r.Addr(), time.Second, "GET", "k"); err != nil || got != "v" {
+		t.Fatalf("GET = %q, %v", got, err)
+	}
+	if got, err := testenv.RedisCommand(r.Addr(), time.Second, "CONFIG", "GET", "save"); err == nil {
+		t.Fatalf("CONFIG GET returned an array reply as %q", got)
+	}
+	r.Stop()
+	if r.Running() {
+		t.Fatal("Running after Stop")
+	}
+	if _, err := testenv.RedisCommand(r.Addr(), time.Second, "PING"); err == nil {
+		t.Fatal("PING succeeded after Stop")
+	}
+	r.Stop() // idempotent
+	addr := r.Addr()
+	r.Restart()
+	if r.Addr() != addr {
+		t.Fatalf("Restart moved the server from %s to %s", addr, r.Addr())
+	}
+	if got, err := testenv.RedisCommand(r.Addr(), time.Second, "PING"); err != nil || got != "PONG" {
+		t.Fatalf("PING after Restart = %q, %v", got, err)
+	}
+	// Nothing is persisted: a restarted server is empty.
+	if got, err := testenv.RedisCommand(r.Addr(), time.Second, "DBSIZE"); err != nil || got != "0" {
+		t.Fatalf("DBSIZE after Restart = %q, %v", got, err)
+	}
+	r.Kill()
+	if _, err := testenv.RedisCommand(r.Addr(), time.Second, "PING"); err == nil {
+		t.Fatal("PING succeeded after Kill")
+	}
+	r.Restart()
+	if got, err := testenv.RedisCommand(r.Addr(), time.Second, "PING"); err != nil || got != "PONG" {
+		t.Fatalf("PING after Kill and Restart = %q, %v", got, err)
+	}
+}
+
+func TestTwoServersAreIndependent(t *testing.T) {
+	a, b := testenv.StartRedis(t), testenv.StartRedis(t)
+	if a.Addr() == b.Addr() {
+		t.Fatalf("both servers on %s", a.Addr())
+	}
+	if _, err := testenv.RedisCommand(a.Addr(), time.Second, "SET", "only-a", "1"); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := testenv.RedisCommand(b.Addr(), time.Second, "EXISTS", "only-a"); err != nil || got != "0" {
+		t.Fatalf("EXISTS on the other server = %q, %v", got, err)
+	}
+}
+
+func TestRedisAddrOrStart(t *testing.T) {
+	t.Setenv("REDIS_URL", "")
+	addr := testenv.RedisAddrOrStart(t)
+	if got, err := testenv.RedisCommand(addr, time.Second, "PING"); err != nil || got != "PONG" {
+		t.Fatalf("PING %s = %q, %v", addr, got, err)
+	}
+	t.Setenv("REDIS_URL", "redis://"+addr+"/0")
+	if got := testenv.RedisAddrOrStart(t); got != addr {
+		t.Fatalf("with REDIS_URL: %q, want %q", got, addr)
+	}
+}
+
+func TestStartRedisCluster(t *testing.T) {
+	c := testenv.StartRedisCluster(t, 3)
+	if len(c.Nodes) != 3 {
+		t.Fatalf("%d nodes", len(c.Nodes))
+	}
+	for _, n := range c.Nodes {
+		info, err := testenv.RedisCommand(n.Addr(), time.Second, "CLUSTER", "INFO")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"cluster_state:ok", "cluster_slots_assigned:16384", "cluster_known_nodes:3", "cluster_size:3"} {
+			if !strings.Contains(info, want) {
+				t.Fatalf("node %s: CLUSTER INFO lacks %q:\n%s", n.Addr(), want, info)
+			}
+		}
+	}
+	// A key lives on exactly one master; the others redirect.
+	moved := 0
+	for _, n := range c.Nodes {
+		_, err := testenv.RedisCommand(n.Addr(), time.Second, "SET", "some-key", "v")
+		if err != nil {
+			if !strings.Contains(err.Error(), "MOVED") {
+				t.Fatalf("SET on %s: %v", n.Addr(), err)
+			}
+			moved++
+		}
+	}
+	if moved != 2 {
+		t.Fatalf("%d of 3 nodes redirected, want 2", moved)
+	}
+}
