@@ -1,0 +1,221 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+)
+
+// outboundStream is the kept stream this node opened to one peer: requests
+// are written by their callers (serialised), responses are read by one
+// goroutine and handed to the waiting caller by ID.
+type outboundStream struct {
+	svc  *Service
+	peer peer.ID
+	s    network.Stream
+	w    frameWriter
+
+	mu      sync.Mutex
+	pending map[string]chan *Envelope
+	done    chan struct{} // closed by fail; err is set before
+	err     error
+}
+
+// retryableError marks a request that certainly did not reach a handler
+// (the stream died before or while it was written, or the peer closed the
+// stream without reading it), so it can be sent again on a new stream.
+type retryableError struct{ err error }
+
+func (e *retryableError) Error() string { return e.err.Error() }
+func (e *retryableError) Unwrap() error { return e.err }
+
+// errPeerClosed is the graceful end of an outbound stream: the peer only
+// closes after answering everything it read (idle timeout, shutdown).
+var errPeerClosed = fmt.Errorf("%w: closed by peer", ErrStreamClosed)
+
+// outboundTo returns the live kept stream to p, opening it (once, however
+// many callers wait) when there is none.
+func (s *Service) outboundTo(ctx context.Context, p peer.ID) (*outboundStream, error) {
+	for {
+		s.smu.Lock()
+		if s.closing {
+			s.smu.Unlock()
+			return nil, ErrServiceClosed
+		}
+		if ob := s.outbound[p]; ob != nil {
+			s.smu.Unlock()
+			return ob, nil
+		}
+		if wait, ok := s.opening[p]; ok {
+			s.smu.Unlock()
+			select {
+			case <-wait:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		wait := make(chan struct{})
+		s.opening[p] = wait
+		s.smu.Unlock()
+
+		ob, err := s.openOutbound(ctx, p)
+
+		s.smu.Lock()
+		delete(s.opening, p)
+		close(wait)
+		if err == nil && s.closing {
+			_ = ob.s.Reset()
+			err = ErrServiceClosed
+		}
+		if err == nil {
+			s.outbound[p] = ob
+			s.readers.Add(1)
+		}
+		s.smu.Unlock()
+		if err != nil {
+			return nil, err
+		}
+		go ob.readLoop()
+		return ob, nil
+	}
+}
+
+func (s *Service) openOutbound(ctx context.Context, p peer.ID) (*outboundStream, error) {
+	if p == s.lh.ID() {
+		return nil, fmt.Errorf("%w: %s is this node", ErrPeerUnreachable, p)
+	}
+	st, err := s.lh.NewStream(ctx, p, protocol.ID(ProtocolID))
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrPeerUnreachable, p, ctx.Err())
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrPeerUnreachable, p, err)
+	}
+	return &outboundStream{
+		svc:     s,
+		peer:    p,
+		s:       st,
+		w:       frameWriter{s: st, timeout: s.cfg.WriteTimeout, rec: s.rec},
+		pending: make(map[string]chan *Envelope),
+		done:    make(chan struct{}),
+	}, nil
+}
+
+// roundTrip writes the encoded request and waits for the response with its ID.
+func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frameBuf) (*Envelope, error) {
+	ch := make(chan *Envelope, 1)
+	ob.mu.Lock()
+	if ob.err != nil {
+		err := ob.err
+		ob.mu.Unlock()
+		return nil, &retryableError{err}
+	}
+	ob.pending[env.ID] = ch
+	ob.mu.Unlock()
+
+	if err := ob.w.write(f); err != nil {
+		err = fmt.Errorf("%w: write: %w", ErrStreamClosed, err)
+		ob.fail(err, true)
+		return nil, &retryableError{err}
+	}
+	select {
+	case resp := <-ch:
+		return resp, nil
+	case <-ob.done:
+		select {
+		case resp := <-ch:
+			return resp, nil
+		default:
+		}
+		if errors.Is(ob.err, errPeerClosed) {
+			return nil, &retryableError{ob.err}
+		}
+		return nil, ob.err
+	case <-ctx.Done():
+		ob.mu.Lock()
+		delete(ob.pending, env.ID)
+		ob.mu.Unlock()
+		return nil, ctx.Err()
+	}
+}
+
+// readLoop reads responses until the stream ends, then fails what is left.
+func (ob *outboundStream) readLoop() {
+	s := ob.svc
+	defer s.readers.Done()
+	fr := frameReader{
+		br:          bufio.NewReader(ob.s),
+		max:         s.cfg.MaxMessageBytes,
+		setDeadline: ob.s.SetReadDeadline,
+		timeout:     s.cfg.ReadTimeout,
+	}
+	for {
+		body, started, err := fr.next()
+		if err != nil {
+			if !started && errors.Is(err, io.EOF) {
+				ob.fail(errPeerClosed, false)
+				return
+			}
+			if started {
+				s.rec.failed(metrics.Unknown, streamErrorReason(err))
+			}
+			ob.fail(fmt.Errorf("%w: %w", ErrStreamClosed, err), true)
+			return
+		}
+		env, err := decodeEnvelope(body)
+		if err == nil && env.V != EnvelopeVersion {
+			err = fmt.Errorf("%w: response version %d", ErrMalformed, env.V)
+		}
+		if err != nil {
+			s.rec.failed(metrics.Unknown, "malformed")
+			ob.fail(fmt.Errorf("%w: bad response: %w", ErrStreamClosed, err), true)
+			return
+		}
+		s.rec.received(env.Type)
+		ob.mu.Lock()
+		ch := ob.pending[env.ID]
+		delete(ob.pending, env.ID)
+		ob.mu.Unlock()
+		if ch != nil {
+			ch <- env
+		} else {
+			s.log.Debug("response without a waiting request", "peer", ob.peer.String(), "type", env.Type, "id", env.ID)
+		}
+	}
+}
+
+// fail ends the stream once: waiting requests see err, and the next
+// request opens a new stream.
+func (ob *outboundStream) fail(err error, reset bool) {
+	ob.mu.Lock()
+	if ob.err != nil {
+		ob.mu.Unlock()
+		return
+	}
+	ob.err = err
+	ob.pending = nil
+	ob.mu.Unlock()
+	close(ob.done)
+
+	s := ob.svc
+	s.smu.Lock()
+	if s.outbound[ob.peer] == ob {
+		delete(s.outbound, ob.peer)
+	}
+	s.smu.Unlock()
+	if reset {
+		_ = ob.s.Reset()
+	} else {
+		_ = ob.s.Close()
+	}
+}

@@ -1,0 +1,85 @@
+package p2p
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors callers branch on with errors.Is.
+var (
+	// ErrBadPeer reports a peer string that is neither a peer ID nor a
+	// multiaddr ending in /p2p/<ID>; the CLI maps it to exit code 2.
+	ErrBadPeer = errors.New("invalid peer")
+	// ErrPeerUnreachable reports a peer that could not be dialled, has no
+	// known address, or refused the message protocol.
+	ErrPeerUnreachable = errors.New("peer unreachable")
+	// ErrFrameTooLarge reports a frame whose declared length exceeds the
+	// configured maximum; it is detected on the length prefix, before the
+	// body is allocated.
+	ErrFrameTooLarge = errors.New("frame too large")
+	// ErrMalformed reports a frame or envelope that could not be decoded.
+	ErrMalformed = errors.New("malformed message")
+	// ErrServiceClosed is returned by Request after Close has been called.
+	ErrServiceClosed = errors.New("message service closed")
+	// ErrStreamClosed reports a request whose stream ended before its
+	// response arrived.
+	ErrStreamClosed = errors.New("message stream closed")
+)
+
+// Error codes carried in the payload of "error" messages.
+const (
+	CodeMalformed          = "malformed"
+	CodeTooLarge           = "too_large"
+	CodeUnknownType        = "unknown_type"
+	CodeUnsupportedVersion = "unsupported_version"
+	CodeHandler            = "handler_error"
+	CodeInternal           = "internal"
+	CodeTimeout            = "timeout"
+	CodeUnavailable        = "unavailable"
+)
+
+// RemoteError is the Go form of an "error" response: the remote peer
+// received the request and refused or failed it. A handler may also return
+// a *RemoteError to choose the code and message sent to the peer.
+type RemoteError struct {
+	Code    string
+	Message string
+}
+
+// Error implements error.
+func (e *RemoteError) Error() string {
+	if e.Message == "" {
+		return "remote error: " + e.Code
+	}
+	return fmt.Sprintf("remote error %s: %s", e.Code, e.Message)
+}
+
+// messageError is an inbound-message failure with the metric reason it is
+// counted under and the code replied to the peer.
+type messageError struct {
+	reason string // metrics.ErrorReasons
+	code   string
+	msg    string
+	err    error
+	stack  []byte // of a recovered panic
+}
+
+func (e *messageError) Error() string {
+	if e.err != nil {
+		return e.reason + ": " + e.err.Error()
+	}
+	if e.msg != "" {
+		return e.reason + ": " + e.msg
+	}
+	return e.reason
+}
+
+func (e *messageError) Unwrap() error { return e.err }
+
+// Errors without a cause are allocated once so the failure path of common
+// rejections does not allocate.
+var (
+	errUnknownType = &messageError{reason: "unknown_type", code: CodeUnknownType, msg: "no handler for this message type"}
+	errBadVersion  = &messageError{reason: "malformed", code: CodeUnsupportedVersion, msg: "envelope version must be 1"}
+	errClosing     = &messageError{reason: "handler", code: CodeUnavailable, msg: "node is shutting down"}
+)

@@ -1,0 +1,357 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/event"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/discovery/mdns"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Connection manager defaults (HostConfig.ConnLow, ConnHigh).
+const (
+	DefaultConnLow  = 32
+	DefaultConnHigh = 96
+)
+
+// mdnsServiceName scopes mDNS discovery to nodes of this network.
+const mdnsServiceName = "p2p-ai-agents"
+
+// HostConfig configures NewHost. The zero value of every field but
+// ListenAddrs is usable.
+type HostConfig struct {
+	// ListenAddrs are multiaddrs to listen on, e.g. /ip4/0.0.0.0/tcp/4001
+	// and /ip4/0.0.0.0/udp/4001/quic-v1.
+	ListenAddrs []string
+	// Bootstrap peers (multiaddrs ending in /p2p/<ID>) are dialled in the
+	// background and re-dialled with exponential backoff whenever lost.
+	Bootstrap []string
+	// MDNS enables local-network discovery; keep it off in tests.
+	MDNS bool
+	// Registerer receives go-libp2p's own metrics. Nil disables them; the
+	// default registry is never used.
+	Registerer prometheus.Registerer
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// ConnLow and ConnHigh are the connection manager watermarks (defaults
+	// 32 and 96): above ConnHigh connections are trimmed down to ConnLow,
+	// and discovered peers are only dialled while below ConnLow.
+	ConnLow, ConnHigh int
+	// UserAgent is announced through identify (e.g. "p2p-agent/1.2.3").
+	UserAgent string
+	// DisablePeerExchange turns off the peer-exchange protocol that makes
+	// nodes knowing a single bootstrap peer discover each other.
+	DisablePeerExchange bool
+	// BootstrapBackoffMin and BootstrapBackoffMax bound the exponential
+	// backoff between failed bootstrap dials (defaults 500ms and 1m).
+	BootstrapBackoffMin, BootstrapBackoffMax time.Duration
+	// PeerExchangeInterval is the period of the background peer-exchange
+	// round that spreads knowledge beyond direct neighbours (default 30s).
+	PeerExchangeInterval time.Duration
+}
+
+func (c *HostConfig) defaults() {
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.ConnLow <= 0 {
+		c.ConnLow = DefaultConnLow
+	}
+	if c.ConnHigh <= 0 {
+		c.ConnHigh = DefaultConnHigh
+	}
+	if c.ConnHigh < c.ConnLow {
+		c.ConnHigh = c.ConnLow
+	}
+	if c.BootstrapBackoffMin <= 0 {
+		c.BootstrapBackoffMin = 500 * time.Millisecond
+	}
+	if c.BootstrapBackoffMax < c.BootstrapBackoffMin {
+		c.BootstrapBackoffMax = max(time.Minute, c.BootstrapBackoffMin)
+	}
+	if c.PeerExchangeInterval <= 0 {
+		c.PeerExchangeInterval = 30 * time.Second
+	}
+}
+
+// Host is the node's libp2p host with its discovery loops: bootstrap
+// redialling, mDNS, and peer exchange.
+type Host struct {
+	lh   host.Host
+	cm   *connmgr.BasicConnMgr
+	cfg  HostConfig
+	log  *slog.Logger
+	boot []peer.AddrInfo
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	sub    event.Subscription
+	mdns   mdns.Service
+	dials  chan struct{} // bounds concurrent discovery dials
+
+	mu        sync.Mutex
+	lost      map[peer.ID]chan struct{} // bootstrap peer -> wake-up on disconnect
+	caps      map[string]struct{}
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewHost starts a libp2p host with identity priv: TCP and QUIC transports,
+// Noise and TLS security, yamux, a resource manager with scaled default
+// limits and a connection manager. Background discovery runs until Close or
+// until ctx is cancelled.
+func NewHost(ctx context.Context, priv crypto.PrivKey, cfg HostConfig) (*Host, error) {
+	cfg.defaults()
+	if priv == nil {
+		return nil, errors.New("p2p: nil private key")
+	}
+	self, err := peer.IDFromPrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: peer ID from key: %w", err)
+	}
+	var boot []peer.AddrInfo
+	for _, s := range cfg.Bootstrap {
+		ai, err := ParsePeer(s)
+		if err != nil {
+			return nil, fmt.Errorf("p2p: bootstrap peer: %w", err)
+		}
+		if len(ai.Addrs) == 0 {
+			return nil, fmt.Errorf("p2p: bootstrap peer %q: %w: an address is required", s, ErrBadPeer)
+		}
+		if ai.ID == self {
+			continue
+		}
+		boot = append(boot, ai)
+	}
+
+	cm, err := connmgr.NewConnManager(cfg.ConnLow, cfg.ConnHigh, connmgr.WithGracePeriod(time.Minute))
+	if err != nil {
+		return nil, fmt.Errorf("p2p: connection manager: %w", err)
+	}
+	rm, err := newResourceManager(cfg.Registerer != nil)
+	if err != nil {
+		cm.Close()
+		return nil, fmt.Errorf("p2p: resource manager: %w", err)
+	}
+	opts := []libp2p.Option{
+		libp2p.Identity(priv),
+		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+	}
+	if cfg.UserAgent != "" {
+		opts = append(opts, libp2p.UserAgent(cfg.UserAgent))
+	}
+	if cfg.Registerer != nil {
+		opts = append(opts, libp2p.PrometheusRegisterer(cfg.Registerer))
+	} else {
+		opts = append(opts, libp2p.DisableMetrics())
+	}
+	lh, err := libp2p.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("p2p: start libp2p host: %w", err)
+	}
+
+	h := &Host{
+		lh:    lh,
+		cm:    cm,
+		cfg:   cfg,
+		log:   cfg.Logger.With("component", "p2p"),
+		boot:  boot,
+		dials: make(chan struct{}, 8),
+		lost:  make(map[peer.ID]chan struct{}, len(boot)),
+		caps:  make(map[string]struct{}),
+	}
+	h.ctx, h.cancel = context.WithCancel(ctx)
+
+	sub, err := lh.EventBus().Subscribe([]any{
+		new(event.EvtPeerConnectednessChanged),
+		new(event.EvtPeerIdentificationCompleted),
+	})
+	if err != nil {
+		h.cancel()
+		lh.Close()
+		return nil, fmt.Errorf("p2p: subscribe to host events: %w", err)
+	}
+	h.sub = sub
+	if !cfg.DisablePeerExchange {
+		lh.SetStreamHandler(PeerExchangeProtocolID, h.servePeerExchange)
+	}
+	for _, ai := range boot {
+		lh.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstorePermanentTTL)
+		cm.Protect(ai.ID, "bootstrap")
+		wake := make(chan struct{}, 1)
+		h.lost[ai.ID] = wake
+		h.wg.Go(func() { h.keepConnected(ai, wake) })
+	}
+	h.wg.Go(h.watchEvents)
+	if !cfg.DisablePeerExchange {
+		h.wg.Go(h.peerExchangeLoop)
+	}
+	if cfg.MDNS {
+		h.mdns = mdns.NewMdnsService(lh, mdnsServiceName, mdnsNotifee{h})
+		if err := h.mdns.Start(); err != nil {
+			h.log.Warn("mDNS discovery unavailable", "err", err)
+			h.mdns = nil
+		}
+	}
+	h.log.Info("p2p host started", "peer_id", lh.ID().String(), "addrs", h.Addrs(), "bootstrap", len(boot), "mdns", h.mdns != nil)
+	return h, nil
+}
+
+func newResourceManager(withMetrics bool) (network.ResourceManager, error) {
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	// One kept message stream per peer and direction is the normal case;
+	// the headroom covers reopening after a reset and raw probes.
+	limits.AddProtocolLimit(protocol.ID(ProtocolID),
+		rcmgr.BaseLimit{StreamsInbound: 1024, StreamsOutbound: 1024, Streams: 2048, Memory: 256 << 20},
+		rcmgr.BaseLimitIncrease{StreamsInbound: 256, StreamsOutbound: 256, Streams: 512, Memory: 64 << 20})
+	limits.AddProtocolPeerLimit(protocol.ID(ProtocolID),
+		rcmgr.BaseLimit{StreamsInbound: 16, StreamsOutbound: 16, Streams: 32, Memory: 32 << 20},
+		rcmgr.BaseLimitIncrease{})
+	limits.AddProtocolPeerLimit(PeerExchangeProtocolID,
+		rcmgr.BaseLimit{StreamsInbound: 2, StreamsOutbound: 2, Streams: 4, Memory: 1 << 20},
+		rcmgr.BaseLimitIncrease{})
+	var opts []rcmgr.Option
+	if withMetrics {
+		str, err := rcmgr.NewStatsTraceReporter()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, rcmgr.WithTraceReporter(str))
+	}
+	return rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.AutoScale()), opts...)
+}
+
+// ID returns the host's peer ID.
+func (h *Host) ID() peer.ID { return h.lh.ID() }
+
+// Libp2p returns the underlying libp2p host, for wiring and tests.
+func (h *Host) Libp2p() host.Host { return h.lh }
+
+// Addrs returns the host's listen addresses as full multiaddrs ending in
+// /p2p/<ID>, ready to be given to another node as a bootstrap peer.
+func (h *Host) Addrs() []string {
+	suffix := "/p2p/" + h.lh.ID().String()
+	addrs := h.lh.Addrs()
+	out := make([]string, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, a.String()+suffix)
+	}
+	return out
+}
+
+// ConnectedPeers returns the number of distinct peers with at least one
+// live connection; the agent_peers_connected gauge reads it at scrape time.
+func (h *Host) ConnectedPeers() int { return len(h.lh.Network().Peers()) }
+
+// PeerInfo describes one connected peer.
+type PeerInfo struct {
+	ID           peer.ID       `json:"id"`
+	Addr         string        `json:"addr"`
+	Direction    string        `json:"direction"` // "inbound" or "outbound"
+	Latency      time.Duration `json:"latency_ns"`
+	AgentVersion string        `json:"agent_version,omitempty"`
+	Protocols    []string      `json:"protocols,omitempty"`
+	Capabilities []string      `json:"capabilities,omitempty"`
+}
+
+// Peers describes every connected peer (its first live connection),
+// sorted by peer ID. Latency is the peerstore's moving average, fed by
+// Service.Ping; zero when never measured.
+func (h *Host) Peers() []PeerInfo {
+	ps := h.lh.Peerstore()
+	var out []PeerInfo
+	seen := make(map[peer.ID]bool)
+	for _, c := range h.lh.Network().Conns() {
+		p := c.RemotePeer()
+		if seen[p] {
+			continue
+		}
+		seen[p] = true
+		pi := PeerInfo{
+			ID:        p,
+			Addr:      c.RemoteMultiaddr().String(),
+			Direction: directionString(c.Stat().Direction),
+			Latency:   ps.LatencyEWMA(p),
+		}
+		if v, err := ps.Get(p, "AgentVersion"); err == nil {
+			pi.AgentVersion, _ = v.(string)
+		}
+		if protos, err := ps.GetProtocols(p); err == nil {
+			for _, pr := range protos {
+				pi.Protocols = append(pi.Protocols, string(pr))
+			}
+			slices.Sort(pi.Protocols)
+			pi.Capabilities = capabilitiesOf(protos)
+		}
+		out = append(out, pi)
+	}
+	slices.SortFunc(out, func(a, b PeerInfo) int { return cmpString(string(a.ID), string(b.ID)) })
+	return out
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func directionString(d network.Direction) string {
+	switch d {
+	case network.DirInbound:
+		return "inbound"
+	case network.DirOutbound:
+		return "outbound"
+	}
+	return "unknown"
+}
+
+// Close stops discovery and closes the libp2p host and its connections.
+// It is safe to call more than once.
+func (h *Host) Close() error {
+	h.closeOnce.Do(func() {
+		h.cancel()
+		if h.mdns != nil {
+			if err := h.mdns.Close(); err != nil {
+				h.log.Debug("close mDNS", "err", err)
+			}
+		}
+		h.sub.Close()
+		h.wg.Wait()
+		if err := h.lh.Close(); err != nil {
+			h.closeErr = fmt.Errorf("p2p: close host: %w", err)
+		}
+	})
+	return h.closeErr
+}

@@ -1,0 +1,178 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+	"github.com/multiformats/go-varint"
+)
+
+// PeerExchangeProtocolID is the peer-exchange protocol: the dialler opens a
+// stream, the listener answers with one frame (varint length + JSON) listing
+// the agents it is connected to, and closes the stream.
+const PeerExchangeProtocolID = protocol.ID("/p2p-ai-agents/pex/1.0.0")
+
+const (
+	pexMaxPeers    = 32
+	pexMaxAddrs    = 8
+	pexMaxBytes    = 64 << 10
+	pexTimeout     = 5 * time.Second
+	pexRoundPeers  = 3
+)
+
+type pexPeer struct {
+	ID    string   `json:"id"`
+	Addrs []string `json:"addrs"`
+}
+
+type pexMessage struct {
+	Peers []pexPeer `json:"peers"`
+}
+
+// servePeerExchange answers with the connected peers that are themselves
+// agents (they speak peer exchange), other than the asker.
+func (h *Host) servePeerExchange(s network.Stream) {
+	defer s.Close()
+	_ = s.SetWriteDeadline(time.Now().Add(pexTimeout))
+	asker := s.Conn().RemotePeer()
+	ps := h.lh.Peerstore()
+	msg := pexMessage{Peers: []pexPeer{}}
+	for _, p := range h.lh.Network().Peers() {
+		if p == asker {
+			continue
+		}
+		if ok, _ := ps.SupportsProtocols(p, PeerExchangeProtocolID); len(ok) == 0 {
+			continue
+		}
+		addrs := ps.Addrs(p)
+		if len(addrs) == 0 {
+			continue
+		}
+		pp := pexPeer{ID: p.String()}
+		for _, a := range addrs[:min(len(addrs), pexMaxAddrs)] {
+			pp.Addrs = append(pp.Addrs, a.String())
+		}
+		msg.Peers = append(msg.Peers, pp)
+		if len(msg.Peers) == pexMaxPeers {
+			break
+		}
+	}
+	body, err := json.Marshal(msg)
+	if err != nil {
+		_ = s.Reset()
+		return
+	}
+	frame := binary.AppendUvarint(make([]byte, 0, len(body)+binary.MaxVarintLen64), uint64(len(body)))
+	if _, err := s.Write(append(frame, body...)); err != nil {
+		h.log.Debug("peer exchange reply failed", "peer", asker.String(), "err", err)
+		_ = s.Reset()
+	}
+}
+
+// exchangePeers asks p for its agents and dials the ones this host lacks.
+func (h *Host) exchangePeers(p peer.ID) {
+	select {
+	case h.dials <- struct{}{}:
+	case <-h.ctx.Done():
+		return
+	}
+	peers, err := h.requestPeers(p)
+	<-h.dials
+	if err != nil {
+		h.log.Debug("peer exchange failed", "peer", p.String(), "err", err)
+		return
+	}
+	for _, ai := range peers {
+		if ai.ID == h.lh.ID() || h.lh.Network().Connectedness(ai.ID) == network.Connected {
+			continue
+		}
+		h.wg.Go(func() { h.dialDiscovered(ai, "pex") })
+	}
+}
+
+func (h *Host) requestPeers(p peer.ID) ([]peer.AddrInfo, error) {
+	ctx, cancel := context.WithTimeout(h.ctx, pexTimeout)
+	defer cancel()
+	s, err := h.lh.NewStream(network.WithNoDial(ctx, "peer exchange"), p, PeerExchangeProtocolID)
+	if err != nil {
+		return nil, fmt.Errorf("open peer exchange stream: %w", err)
+	}
+	defer s.Close()
+	_ = s.SetReadDeadline(time.Now().Add(pexTimeout))
+	br := bufio.NewReader(io.LimitReader(s, pexMaxBytes+varint.MaxLenUvarint63))
+	n, err := varint.ReadUvarint(br)
+	if err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("read peer exchange length: %w", err)
+	}
+	if n > pexMaxBytes {
+		_ = s.Reset()
+		return nil, fmt.Errorf("%w: peer exchange reply of %d bytes", ErrFrameTooLarge, n)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(br, body); err != nil {
+		_ = s.Reset()
+		return nil, fmt.Errorf("read peer exchange reply: %w", err)
+	}
+	var msg pexMessage
+	if err := json.Unmarshal(body, &msg); err != nil {
+		return nil, fmt.Errorf("%w: peer exchange reply: %w", ErrMalformed, err)
+	}
+	out := make([]peer.AddrInfo, 0, min(len(msg.Peers), pexMaxPeers))
+	for _, pp := range msg.Peers[:min(len(msg.Peers), pexMaxPeers)] {
+		id, err := peer.Decode(pp.ID)
+		if err != nil {
+			continue
+		}
+		ai := peer.AddrInfo{ID: id}
+		for _, s := range pp.Addrs[:min(len(pp.Addrs), pexMaxAddrs)] {
+			a, err := ma.NewMultiaddr(s)
+			if err != nil {
+				continue
+			}
+			// An address naming another peer would be dialled as id: drop it.
+			if _, last := ma.SplitLast(a); last != nil && last.Code() == ma.P_P2P {
+				continue
+			}
+			ai.Addrs = append(ai.Addrs, a)
+		}
+		if len(ai.Addrs) > 0 {
+			out = append(out, ai)
+		}
+	}
+	return out, nil
+}
+
+// peerExchangeLoop periodically asks a few random agents for their peers,
+// so knowledge spreads beyond direct neighbours of the bootstrap peer.
+func (h *Host) peerExchangeLoop() {
+	for {
+		wait := h.cfg.PeerExchangeInterval/2 + rand.N(h.cfg.PeerExchangeInterval/2+1)
+		if !h.sleep(wait, nil) {
+			return
+		}
+		if h.ConnectedPeers() >= h.cfg.ConnLow {
+			continue
+		}
+		var agents []peer.ID
+		for _, p := range h.lh.Network().Peers() {
+			if ok, _ := h.lh.Peerstore().SupportsProtocols(p, PeerExchangeProtocolID); len(ok) > 0 {
+				agents = append(agents, p)
+			}
+		}
+		rand.Shuffle(len(agents), func(i, j int) { agents[i], agents[j] = agents[j], agents[i] })
+		for _, p := range agents[:min(len(agents), pexRoundPeers)] {
+			h.exchangePeers(p)
+		}
+	}
+}

@@ -1,0 +1,231 @@
+package p2p
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+)
+
+// inboundStream serves requests arriving on one stream opened by a peer.
+type inboundStream struct {
+	svc    *Service
+	s      network.Stream
+	from   peer.ID
+	w      frameWriter
+	ctx    context.Context
+	cancel context.CancelFunc
+	sem    chan struct{}
+	wg     sync.WaitGroup // handlers of this stream
+	serve  Handler        // metrics middleware around deliver
+
+	stopOnce sync.Once
+	stopped  chan struct{}
+}
+
+// handleStream is the stream handler of ProtocolID. It reads frames until
+// the stream ends, dispatching each message to its own goroutine (bounded
+// by MaxConcurrentPerStream) so a slow request does not hold up pings.
+func (s *Service) handleStream(st network.Stream) {
+	is := &inboundStream{
+		svc:     s,
+		s:       st,
+		from:    st.Conn().RemotePeer(), // authenticated by the security handshake
+		w:       frameWriter{s: st, timeout: s.cfg.WriteTimeout, rec: s.rec},
+		sem:     make(chan struct{}, s.cfg.MaxConcurrentPerStream),
+		stopped: make(chan struct{}),
+	}
+	is.ctx, is.cancel = context.WithCancel(s.ctx)
+	defer is.cancel()
+	is.serve = s.observe(is.deliver)
+
+	s.smu.Lock()
+	if s.closing {
+		s.smu.Unlock()
+		_ = st.Reset()
+		return
+	}
+	s.inbound[is] = struct{}{}
+	s.readers.Add(1)
+	s.smu.Unlock()
+	defer func() {
+		s.smu.Lock()
+		delete(s.inbound, is)
+		s.smu.Unlock()
+		s.readers.Done()
+	}()
+
+	if is.readLoop() {
+		is.wg.Wait() // in-flight handlers still reply
+		_ = st.Close()
+		return
+	}
+	is.cancel()
+	_ = st.Reset()
+	is.wg.Wait()
+}
+
+// readLoop reads and dispatches frames. It returns true when the stream may
+// be closed gracefully (after its handlers finished), false to reset it.
+func (is *inboundStream) readLoop() (graceful bool) {
+	s := is.svc
+	fr := frameReader{
+		br:          bufio.NewReader(is.s),
+		max:         s.cfg.MaxMessageBytes,
+		setDeadline: is.s.SetReadDeadline,
+		timeout:     s.cfg.ReadTimeout,
+		idle:        s.cfg.IdleTimeout,
+	}
+	for {
+		body, started, err := fr.next()
+		if err != nil {
+			if !started {
+				// Between frames: the peer closed its side, we stopped
+				// reading, or the stream idled. An idle stream is kept
+				// while it still has requests in flight.
+				if isTimeout(err) && len(is.sem) > 0 && !is.isStopped() {
+					continue
+				}
+				return true
+			}
+			reason := streamErrorReason(err)
+			s.rec.failed(metrics.Unknown, reason)
+			s.log.Debug("bad inbound frame", "peer", is.from.String(), "reason", reason, "err", err)
+			switch reason {
+			case "too_large", "malformed":
+				// The stream cannot be resynchronised: answer, then close.
+				is.replyError("", reason, err)
+				return true
+			case "timeout":
+				return false
+			default: // truncated frame: the peer has gone
+				return true
+			}
+		}
+		env, err := decodeEnvelope(body)
+		if err != nil {
+			s.rec.failed(metrics.Unknown, "malformed")
+			s.log.Debug("malformed inbound message", "peer", is.from.String(), "err", err)
+			is.replyError("", "malformed", err) // framing is intact: carry on
+			continue
+		}
+		select {
+		case is.sem <- struct{}{}:
+		case <-is.stopped:
+			return true
+		case <-is.ctx.Done():
+			return false
+		}
+		is.wg.Add(1)
+		go func() {
+			defer func() {
+				<-is.sem
+				is.wg.Done()
+			}()
+			_, _ = is.serve(is.ctx, is.from, env)
+		}()
+	}
+}
+
+// stopReading makes readLoop return at the next frame boundary; in-flight
+// handlers still reply.
+func (is *inboundStream) stopReading() {
+	is.stopOnce.Do(func() {
+		close(is.stopped)
+		_ = is.s.CloseRead()
+	})
+}
+
+func (is *inboundStream) isStopped() bool {
+	select {
+	case <-is.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+// deliver routes one message and writes its reply; errors are returned
+// (with their metric reason) for the metrics middleware to count.
+func (is *inboundStream) deliver(ctx context.Context, from peer.ID, req *Envelope) (*Envelope, error) {
+	s := is.svc
+	resp, err := s.route(ctx, from, req)
+	if err != nil {
+		var me *messageError
+		if errors.As(err, &me) && me.reason == "panic" {
+			s.log.Error("message handler panicked", "type", req.Type, "peer", from.String(), "err", err, "stack", string(me.stack))
+		} else {
+			s.log.Debug("message failed", "type", req.Type, "peer", from.String(), "err", err)
+		}
+		resp = errorEnvelope(req.ID, err)
+	}
+	if resp == nil {
+		return nil, err
+	}
+	resp.V, resp.ID = EnvelopeVersion, req.ID
+	if resp.SentAt.IsZero() {
+		resp.SentAt = time.Now().UTC()
+	}
+	f, ferr := encodeFrame(resp, s.cfg.MaxMessageBytes)
+	if ferr != nil {
+		// The handler's response cannot be sent: tell the peer instead.
+		if err == nil {
+			err = &messageError{reason: errorReason(ferr), code: CodeInternal, msg: "response could not be encoded", err: ferr}
+			if errors.Is(ferr, ErrFrameTooLarge) {
+				err.(*messageError).code = CodeTooLarge
+			}
+		}
+		if f, ferr = encodeFrame(errorEnvelope(req.ID, err), s.cfg.MaxMessageBytes); ferr != nil {
+			return nil, err
+		}
+	}
+	werr := is.w.write(f)
+	f.release()
+	if werr != nil && err == nil {
+		err = &messageError{reason: "stream", code: CodeInternal, err: werr}
+	}
+	return nil, err
+}
+
+// replyError answers a frame that never became a message.
+func (is *inboundStream) replyError(id, reason string, cause error) {
+	code := CodeMalformed
+	if reason == "too_large" {
+		code = CodeTooLarge
+	}
+	f, err := encodeFrame(errorEnvelope(id, &messageError{reason: reason, code: code, err: cause}), 0)
+	if err != nil {
+		return
+	}
+	defer f.release()
+	if err := is.w.write(f); err != nil {
+		is.svc.log.Debug("error reply failed", "peer", is.from.String(), "err", err)
+	}
+}
+
+// errorEnvelope builds the "error" reply for err.
+func errorEnvelope(id string, err error) *Envelope {
+	ep := ErrorPayload{Code: CodeHandler, Message: err.Error()}
+	var re *RemoteError
+	var me *messageError
+	switch {
+	case errors.As(err, &re):
+		ep = ErrorPayload{Code: re.Code, Message: re.Message}
+	case errors.As(err, &me):
+		ep = ErrorPayload{Code: me.code, Message: me.msg}
+		if ep.Message == "" && me.err != nil {
+			ep.Message = me.err.Error()
+		}
+	case isTimeout(err):
+		ep.Code = CodeTimeout
+	}
+	env, _ := NewEnvelope(TypeError, ep)
+	env.ID = id
+	return env
+}

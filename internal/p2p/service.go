@@ -1,0 +1,327 @@
+package p2p
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+)
+
+// ServiceConfig configures NewService; zero values take the defaults.
+type ServiceConfig struct {
+	// MaxMessageBytes caps a frame body (default 1 MiB); larger frames are
+	// refused on their length prefix, before allocation.
+	MaxMessageBytes int
+	// RequestTimeout bounds Request and Ping when ctx has no deadline
+	// (default 30s).
+	RequestTimeout time.Duration
+	// ReadTimeout bounds the rest of a frame once its first byte arrived
+	// (default 10s): a peer stalling mid-frame gets its stream reset.
+	ReadTimeout time.Duration
+	// WriteTimeout bounds one frame write (default 10s).
+	WriteTimeout time.Duration
+	// IdleTimeout closes an inbound stream that carried no frame for this
+	// long and has nothing in flight (default 5m); the requester reopens.
+	IdleTimeout time.Duration
+	// MaxConcurrentPerStream bounds handlers running for one stream
+	// (default 64); beyond it the stream is not read (backpressure).
+	MaxConcurrentPerStream int
+	// DrainTimeout bounds how long Close waits for in-flight handlers
+	// (default 5s).
+	DrainTimeout time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *ServiceConfig) defaults() {
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = 30 * time.Second
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 10 * time.Second
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 5 * time.Minute
+	}
+	if c.MaxConcurrentPerStream <= 0 {
+		c.MaxConcurrentPerStream = 64
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Service is the message service of DESIGN.md section 7: it serves
+// ProtocolID, routing each inbound message by type to its Handler through
+// the metrics middleware, and sends requests over one kept stream per peer
+// whose responses are matched by ID.
+type Service struct {
+	host    *Host
+	lh      host.Host
+	cfg     ServiceConfig
+	log     *slog.Logger
+	rec     recorder
+	observe Middleware
+
+	mu          sync.Mutex
+	handlers    map[string]Handler
+	middlewares []Middleware
+	routes      atomic.Pointer[map[string]Handler]
+
+	ctx     context.Context // handlers' context; cancelled when draining gives up
+	cancel  context.CancelFunc
+	readers sync.WaitGroup // stream goroutines; each waits for its handlers
+
+	smu      sync.Mutex
+	closing  bool
+	inbound  map[*inboundStream]struct{}
+	outbound map[peer.ID]*outboundStream
+	opening  map[peer.ID]chan struct{}
+
+	idPrefix  string
+	seq       atomic.Uint64
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// NewService starts serving ProtocolID on h. m receives the message
+// metrics; nil disables them (no middleware at all, the benchmarks' raw
+// configuration). The built-in ping handler answers pong.
+func NewService(h *Host, m *metrics.Messages, cfg ServiceConfig) *Service {
+	cfg.defaults()
+	var idb [4]byte
+	_, _ = rand.Read(idb[:])
+	s := &Service{
+		host:     h,
+		lh:       h.lh,
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "messages"),
+		rec:      recorder{m},
+		observe:  MetricsMiddleware(m),
+		handlers: make(map[string]Handler),
+		inbound:  make(map[*inboundStream]struct{}),
+		outbound: make(map[peer.ID]*outboundStream),
+		opening:  make(map[peer.ID]chan struct{}),
+		idPrefix: hex.EncodeToString(idb[:]) + "-",
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.routes.Store(&map[string]Handler{})
+	s.Handle(TypePing, func(_ context.Context, _ peer.ID, req *Envelope) (*Envelope, error) {
+		return Reply(req, TypePong, nil)
+	})
+	s.lh.SetStreamHandler(protocol.ID(ProtocolID), s.handleStream)
+	return s
+}
+
+// Handle registers h for messages of type typ, replacing any previous
+// handler. It may be called at any time.
+func (s *Service) Handle(typ string, h Handler) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if h == nil {
+		delete(s.handlers, typ)
+	} else {
+		s.handlers[typ] = h
+	}
+	s.rebuildLocked()
+}
+
+// Use adds middlewares around every handler (the first added is the
+// outermost). They run inside the metrics middleware and panic recovery.
+func (s *Service) Use(mw ...Middleware) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.middlewares = append(s.middlewares, mw...)
+	s.rebuildLocked()
+}
+
+func (s *Service) rebuildLocked() {
+	routes := make(map[string]Handler, len(s.handlers))
+	for typ, h := range s.handlers {
+		for i := len(s.middlewares) - 1; i >= 0; i-- {
+			h = s.middlewares[i](h)
+		}
+		routes[typ] = recoverMiddleware(h)
+	}
+	s.routes.Store(&routes)
+}
+
+// route finds the handler of req and runs it.
+func (s *Service) route(ctx context.Context, from peer.ID, req *Envelope) (*Envelope, error) {
+	if req.V != EnvelopeVersion {
+		return nil, errBadVersion
+	}
+	h := (*s.routes.Load())[req.Type]
+	if h == nil {
+		return nil, errUnknownType
+	}
+	return h(ctx, from, req)
+}
+
+func (s *Service) nextID() string {
+	return s.idPrefix + strconv.FormatUint(s.seq.Add(1), 36)
+}
+
+// Host returns the host the service runs on.
+func (s *Service) Host() *Host { return s.host }
+
+// Connect dials ai (force-direct: it ignores the swarm's dial backoff).
+// Errors wrap ErrPeerUnreachable.
+func (s *Service) Connect(ctx context.Context, ai peer.AddrInfo) error {
+	if ai.ID == s.lh.ID() {
+		return fmt.Errorf("%w: %s is this node", ErrPeerUnreachable, ai.ID)
+	}
+	if len(ai.Addrs) == 0 && s.lh.Network().Connectedness(ai.ID) != network.Connected &&
+		len(s.lh.Peerstore().Addrs(ai.ID)) == 0 {
+		return fmt.Errorf("%w: %s: no known address (give a full multiaddr)", ErrPeerUnreachable, ai.ID)
+	}
+	if err := s.lh.Connect(network.WithForceDirectDial(ctx, "requested"), ai); err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrPeerUnreachable, ai.ID, err)
+	}
+	return nil
+}
+
+// Request sends a message of type typ with payload to p and waits for the
+// response. An "error" response is returned as a *RemoteError. Without a
+// deadline on ctx, RequestTimeout applies.
+func (s *Service) Request(ctx context.Context, p peer.ID, typ string, payload any) (*Envelope, error) {
+	env, err := NewEnvelope(typ, payload)
+	if err != nil {
+		return nil, err
+	}
+	return s.Send(ctx, p, env)
+}
+
+// Send is Request with a caller-built envelope; its ID is overwritten.
+func (s *Service) Send(ctx context.Context, p peer.ID, env *Envelope) (*Envelope, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		defer cancel()
+	}
+	env.V = EnvelopeVersion
+	env.ID = s.nextID()
+	if env.SentAt.IsZero() {
+		env.SentAt = time.Now().UTC()
+	}
+	frame, err := encodeFrame(env, s.cfg.MaxMessageBytes)
+	if err != nil {
+		return nil, err
+	}
+	defer frame.release()
+	for attempt := 0; ; attempt++ {
+		os, err := s.outboundTo(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := os.roundTrip(ctx, env, frame)
+		var retry *retryableError
+		if err != nil && attempt == 0 && errors.As(err, &retry) && ctx.Err() == nil {
+			s.log.Debug("retrying request on a new stream", "peer", p.String(), "type", env.Type, "err", err)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err)
+		}
+		if resp.Type == TypeError {
+			var ep ErrorPayload
+			if err := resp.DecodePayload(&ep); err != nil {
+				return nil, fmt.Errorf("p2p: %s request to %s: error reply: %w", env.Type, p, err)
+			}
+			return nil, &RemoteError{Code: ep.Code, Message: ep.Message}
+		}
+		return resp, nil
+	}
+}
+
+// Ping sends a ping to p and returns the round-trip time, which is also
+// recorded as the peer's latency in the peerstore.
+func (s *Service) Ping(ctx context.Context, p peer.ID) (time.Duration, error) {
+	start := time.Now()
+	resp, err := s.Request(ctx, p, TypePing, nil)
+	rtt := time.Since(start)
+	if err != nil {
+		return 0, err
+	}
+	if resp.Type != TypePong {
+		return 0, fmt.Errorf("p2p: ping %s: %w: answered %q", p, ErrMalformed, resp.Type)
+	}
+	s.lh.Peerstore().RecordLatency(p, rtt)
+	return rtt, nil
+}
+
+// Close stops accepting streams and requests, and waits up to DrainTimeout
+// for in-flight handlers to reply; see Shutdown.
+func (s *Service) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+	defer cancel()
+	return s.Shutdown(ctx)
+}
+
+// Shutdown stops serving: no new stream is accepted and no further frame is
+// read, pending requests fail with ErrServiceClosed, and in-flight handlers
+// may finish and reply until ctx is done; then their context is cancelled
+// and their streams reset.
+func (s *Service) Shutdown(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		s.lh.RemoveStreamHandler(protocol.ID(ProtocolID))
+		s.smu.Lock()
+		s.closing = true
+		inbound := make([]*inboundStream, 0, len(s.inbound))
+		for is := range s.inbound {
+			inbound = append(inbound, is)
+		}
+		outbound := make([]*outboundStream, 0, len(s.outbound))
+		for _, os := range s.outbound {
+			outbound = append(outbound, os)
+		}
+		s.smu.Unlock()
+
+		for _, os := range outbound {
+			os.fail(ErrServiceClosed, true)
+		}
+		for _, is := range inbound {
+			is.stopReading()
+		}
+		done := make(chan struct{})
+		go func() { s.readers.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-ctx.Done():
+			s.closeErr = fmt.Errorf("p2p: message service drain: %w", ctx.Err())
+			s.cancel()
+			for _, is := range inbound {
+				_ = is.s.Reset()
+			}
+			select {
+			case <-done:
+			case <-time.After(time.Second):
+				s.log.Warn("message handlers ignored cancellation at shutdown")
+			}
+		}
+		s.cancel()
+	})
+	return s.closeErr
+}
