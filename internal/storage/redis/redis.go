@@ -1,0 +1,659 @@
+// Package redisstore is the shared storage backend of the node: Redis,
+// standalone or Cluster, through go-redis's UniversalClient. Every key is
+// stored under a key prefix so that several applications (or tests) can share
+// one Redis. Transient failures are retried here, with exponential backoff,
+// and then surface as errors wrapping storage.ErrUnavailable; the store keeps
+// working once Redis is back. Like every backend it neither validates keys
+// (storage.Validate does) nor records metrics (storage.Instrument does).
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
+)
+
+// Defaults applied by New to zero-valued options.
+const (
+	DefaultKeyPrefix       = "p2p-agent:"
+	DefaultMaxRetries      = 3
+	DefaultRetryBackoff    = 50 * time.Millisecond
+	DefaultMaxRetryBackoff = time.Second
+	DefaultDialTimeout     = 2 * time.Second
+	DefaultReadTimeout     = 2 * time.Second
+	DefaultWriteTimeout    = 2 * time.Second
+	DefaultWaitTimeout     = time.Second
+)
+
+// scanCount is the COUNT hint of every SCAN, and the batch size of the value
+// fetches that follow it.
+const scanCount = 1000
+
+// Options configure a Redis store. Addrs or URL names the server; everything
+// else has a default.
+type Options struct {
+	// Addrs are host:port addresses: one means a standalone server,
+	// several mean the seed nodes of a Redis Cluster.
+	Addrs []string
+	// URL is a redis:// or rediss:// URL of a standalone server, an
+	// alternative to Addrs (user, password and database are taken from it).
+	URL string
+	// KeyPrefix is prepended to every key ("" means DefaultKeyPrefix).
+	KeyPrefix string
+	// Password authenticates the connections; it overrides one in URL.
+	Password string
+	// PoolSize is the number of connections per node (0: go-redis's
+	// default of 10 per GOMAXPROCS).
+	PoolSize int
+	// DialTimeout, ReadTimeout and WriteTimeout bound each network step of
+	// one attempt (0: the Default* constants).
+	DialTimeout, ReadTimeout, WriteTimeout time.Duration
+	// MaxRetries is how many times a failed operation is retried after
+	// its first attempt (0: DefaultMaxRetries; negative: never).
+	MaxRetries int
+	// RetryBackoff is the pause before the first retry; it doubles for each
+	// further retry up to MaxRetryBackoff (0: the defaults). The actual
+	// pause is drawn from [backoff/2, backoff] to spread retrying clients.
+	RetryBackoff, MaxRetryBackoff time.Duration
+	// MinReplicas, when positive, makes Strong writes (Put and Delete)
+	// wait with WAIT until that many replicas acknowledged them; fewer
+	// acknowledgements within WaitTimeout fail the write with an error
+	// wrapping storage.ErrUnavailable (the write may still have been
+	// applied on the primary).
+	MinReplicas int
+	// WaitTimeout bounds the WAIT of Strong writes (0: DefaultWaitTimeout).
+	WaitTimeout time.Duration
+	// Logger receives one warning when Redis becomes unavailable and one
+	// info line when it is back; go-redis's own messages go to it at debug
+	// level. Nil discards them.
+	Logger *slog.Logger
+}
+
+// Store is a storage.Store backed by Redis. It is safe for concurrent use.
+type Store struct {
+	client  redis.UniversalClient // primary: writes, Strong/RYW/Causal reads
+	reader  redis.UniversalClient // Eventual reads: replicas allowed in cluster mode
+	cluster *redis.ClusterClient  // non-nil in cluster mode (same as client)
+	single  *redis.Client         // non-nil in standalone mode (same as client)
+
+	prefix      string
+	maxRetries  int
+	backoff     time.Duration
+	maxBackoff  time.Duration
+	minReplicas int
+	waitTimeout time.Duration
+	log         *slog.Logger
+	target      string
+	perAttempt  time.Duration // dial + write + read timeouts
+
+	closed    atomic.Bool
+	healthy   atomic.Bool
+	downSince atomic.Int64 // unix nanoseconds of the first failure of an outage
+}
+
+var _ storage.Store = (*Store)(nil)
+
+// New connects to Redis and checks it answers PING, retrying like any
+// operation. It fails with an error wrapping storage.ErrUnavailable when
+// Redis cannot be reached at start (the node refuses to start on an
+// unreachable backend); later outages are survived and recovered from.
+func New(ctx context.Context, opts Options) (*Store, error) {
+	uo, err := universalOptions(opts)
+	if err != nil {
+		return nil, err
+	}
+	setDriverLogger(opts.Logger)
+	s := &Store{
+		prefix:      opts.KeyPrefix,
+		maxRetries:  opts.MaxRetries,
+		backoff:     opts.RetryBackoff,
+		maxBackoff:  opts.MaxRetryBackoff,
+		minReplicas: opts.MinReplicas,
+		waitTimeout: opts.WaitTimeout,
+		log:         opts.Logger,
+		target:      strings.Join(uo.Addrs, ","),
+		perAttempt:  uo.DialTimeout + uo.WriteTimeout + uo.ReadTimeout,
+	}
+	if s.prefix == "" {
+		s.prefix = DefaultKeyPrefix
+	}
+	switch {
+	case s.maxRetries == 0:
+		s.maxRetries = DefaultMaxRetries
+	case s.maxRetries < 0:
+		s.maxRetries = 0
+	}
+	if s.backoff <= 0 {
+		s.backoff = DefaultRetryBackoff
+	}
+	if s.maxBackoff <= 0 {
+		s.maxBackoff = DefaultMaxRetryBackoff
+	}
+	if s.maxBackoff < s.backoff {
+		s.maxBackoff = s.backoff
+	}
+	if s.waitTimeout <= 0 {
+		s.waitTimeout = DefaultWaitTimeout
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if len(uo.Addrs) > 1 {
+		s.cluster = redis.NewClusterClient(uo.Cluster())
+		ro := *uo
+		ro.ReadOnly, ro.RouteRandomly = true, true
+		s.client, s.reader = s.cluster, redis.NewClusterClient(ro.Cluster())
+	} else {
+		s.single = redis.NewClient(uo.Simple())
+		s.client, s.reader = s.single, s.single
+	}
+	s.healthy.Store(true)
+	if err := s.ping(ctx); err != nil {
+		_ = s.closeClients()
+		return nil, err
+	}
+	return s, nil
+}
+
+// universalOptions validates opts and translates them for go-redis, with
+// go-redis's own retries turned off: this package retries, so that it alone
+// decides what is worth retrying and how long an operation may take.
+func universalOptions(opts Options) (*redis.UniversalOptions, error) {
+	if opts.MinReplicas < 0 {
+		return nil, fmt.Errorf("redis store: min_replicas %d is negative", opts.MinReplicas)
+	}
+	uo := &redis.UniversalOptions{}
+	switch {
+	case opts.URL != "" && len(opts.Addrs) > 0:
+		return nil, errors.New("redis store: set either addrs or url, not both")
+	case opts.URL != "":
+		po, err := redis.ParseURL(opts.URL)
+		if err != nil {
+			return nil, fmt.Errorf("redis store: url: %w", err)
+		}
+		uo.Addrs = []string{po.Addr}
+		uo.Username, uo.Password, uo.DB, uo.TLSConfig = po.Username, po.Password, po.DB, po.TLSConfig
+	case len(opts.Addrs) > 0:
+		for _, a := range opts.Addrs {
+			if _, _, err := net.SplitHostPort(a); err != nil {
+				return nil, fmt.Errorf("redis store: address %q: %w", a, err)
+			}
+		}
+		uo.Addrs = slices.Clone(opts.Addrs)
+	default:
+		return nil, errors.New("redis store: no address (set addrs or url)")
+	}
+	if opts.Password != "" {
+		uo.Password = opts.Password
+	}
+	uo.PoolSize = opts.PoolSize
+	uo.DialTimeout = orDefault(opts.DialTimeout, DefaultDialTimeout)
+	uo.ReadTimeout = orDefault(opts.ReadTimeout, DefaultReadTimeout)
+	uo.WriteTimeout = orDefault(opts.WriteTimeout, DefaultWriteTimeout)
+	uo.PoolTimeout = uo.ReadTimeout + time.Second
+	uo.MaxRetries = -1   // no retries inside go-redis
+	uo.DialerRetries = 1 // one dial per attempt
+	uo.ContextTimeoutEnabled = true
+	uo.ClientName = "p2p-agent"
+	return uo, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// Client returns the primary client, so that the node can register its pool
+// statistics. It must not be closed by the caller.
+func (s *Store) Client() redis.UniversalClient { return s.client }
+
+// PoolStats returns the connection pool statistics of the primary client
+// (summed over nodes in cluster mode).
+func (s *Store) PoolStats() *redis.PoolStats { return s.client.PoolStats() }
+
+// Healthy reports whether the last operation that reached a verdict found
+// Redis reachable.
+func (s *Store) Healthy() bool { return s.healthy.Load() }
+
+// KeyPrefix returns the prefix under which this store keeps its keys.
+func (s *Store) KeyPrefix() string { return s.prefix }
+
+// RetryBudget is the longest time one operation can take before it fails
+// with ErrUnavailable, when every attempt runs into the dial, write and
+// read timeouts and every pause is the longest possible.
+func (s *Store) RetryBudget() time.Duration {
+	total := time.Duration(s.maxRetries+1) * s.perAttempt
+	for i := 0; i < s.maxRetries; i++ {
+		total += s.pause(i)
+	}
+	return total
+}
+
+// pause returns the longest backoff before retry number attempt+1.
+func (s *Store) pause(attempt int) time.Duration {
+	d := s.backoff
+	for i := 0; i < attempt && d < s.maxBackoff; i++ {
+		d *= 2
+	}
+	return min(d, s.maxBackoff)
+}
+
+func (s *Store) ping(ctx context.Context) error {
+	for attempt := 0; ; attempt++ {
+		var err error
+		if s.cluster != nil {
+			err = s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+				return c.Ping(ctx).Err()
+			})
+		} else {
+			err = s.single.Ping(ctx).Err()
+		}
+		if err == nil {
+			s.ok()
+			return nil
+		}
+		if err := s.retryOrFail(ctx, "ping "+s.target, attempt, err); err != nil {
+			return err
+		}
+	}
+}
+
+// Get returns the value of key, or an error wrapping storage.ErrNotFound.
+// Eventual reads may be served by a replica in cluster mode; every other
+// level reads from the primary.
+func (s *Store) Get(ctx context.Context, key string, c storage.Consistency) ([]byte, error) {
+	if s.closed.Load() {
+		return nil, storage.ErrClosed
+	}
+	cl := s.client
+	if c == storage.Eventual {
+		cl = s.reader
+	}
+	k := s.prefix + key
+	for attempt := 0; ; attempt++ {
+		v, err := cl.Get(ctx, k).Result()
+		if err == nil {
+			s.ok()
+			return []byte(v), nil
+		}
+		if errors.Is(err, redis.Nil) {
+			s.ok()
+			return nil, storage.ErrNotFound
+		}
+		if err := s.retryOrFail(ctx, "get", attempt, err); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// Put stores value under key. A Strong write with MinReplicas set also
+// waits for that many replicas to acknowledge it.
+func (s *Store) Put(ctx context.Context, key string, value []byte, c storage.Consistency) error {
+	if s.closed.Load() {
+		return storage.ErrClosed
+	}
+	k := s.prefix + key
+	wait := c == storage.Strong && s.minReplicas > 0
+	for attempt := 0; ; attempt++ {
+		var err error
+		if wait {
+			err = s.writeAndWait(ctx, k, func(ctx context.Context, cn *redis.Conn) error {
+				return cn.Set(ctx, k, value, 0).Err()
+			})
+		} else {
+			err = s.client.Set(ctx, k, value, 0).Err()
+		}
+		if err == nil {
+			s.ok()
+			return nil
+		}
+		if err := s.retryOrFail(ctx, "put", attempt, err); err != nil {
+			return err
+		}
+	}
+}
+
+// Delete removes key; deleting a missing key succeeds.
+func (s *Store) Delete(ctx context.Context, key string, c storage.Consistency) error {
+	if s.closed.Load() {
+		return storage.ErrClosed
+	}
+	k := s.prefix + key
+	wait := c == storage.Strong && s.minReplicas > 0
+	for attempt := 0; ; attempt++ {
+		var err error
+		if wait {
+			err = s.writeAndWait(ctx, k, func(ctx context.Context, cn *redis.Conn) error {
+				return cn.Del(ctx, k).Err()
+			})
+		} else {
+			err = s.client.Del(ctx, k).Err()
+		}
+		if err == nil {
+			s.ok()
+			return nil
+		}
+		if err := s.retryOrFail(ctx, "delete", attempt, err); err != nil {
+			return err
+		}
+	}
+}
+
+// replicaError reports a WAIT that got fewer acknowledgements than asked.
+// It wraps storage.ErrUnavailable and is not retried: WAIT already waited.
+type replicaError struct {
+	got, want int64
+	timeout   time.Duration
+}
+
+func (e *replicaError) Error() string {
+	return fmt.Sprintf("%v: %d of %d replicas acknowledged the write within %v", storage.ErrUnavailable, e.got, e.want, e.timeout)
+}
+
+func (e *replicaError) Unwrap() error { return storage.ErrUnavailable }
+
+// writeAndWait runs write and then WAIT on one connection of the key's
+// primary: WAIT counts the acknowledgements of the writes made on its own
+// connection, so both must share it.
+func (s *Store) writeAndWait(ctx context.Context, k string, write func(context.Context, *redis.Conn) error) error {
+	node := s.single
+	if s.cluster != nil {
+		var err error
+		if node, err = s.cluster.MasterForKey(ctx, k); err != nil {
+			return err
+		}
+	}
+	cn := node.Conn()
+	defer cn.Close()
+	if err := write(ctx, cn); err != nil {
+		return err
+	}
+	n, err := cn.Wait(ctx, s.minReplicas, s.waitTimeout).Result()
+	if err != nil {
+		return err
+	}
+	if n < int64(s.minReplicas) {
+		return &replicaError{got: n, want: int64(s.minReplicas), timeout: s.waitTimeout}
+	}
+	return nil
+}
+
+// List returns every key with the given prefix and its value, sorted by key.
+// It SCANs every primary for the escaped prefix, then fetches the values;
+// keys deleted between the two steps are left out.
+func (s *Store) List(ctx context.Context, prefix string, _ storage.Consistency) ([]storage.KV, error) {
+	if s.closed.Load() {
+		return nil, storage.ErrClosed
+	}
+	pattern := EscapeGlob(s.prefix+prefix) + "*"
+	for attempt := 0; ; attempt++ {
+		kvs, err := s.list(ctx, pattern)
+		if err == nil {
+			s.ok()
+			return kvs, nil
+		}
+		if err := s.retryOrFail(ctx, "list", attempt, err); err != nil {
+			return nil, err
+		}
+	}
+}
+
+func (s *Store) list(ctx context.Context, pattern string) ([]storage.KV, error) {
+	var (
+		mu   sync.Mutex
+		keys []string
+	)
+	scan := func(ctx context.Context, node *redis.Client) error {
+		var cursor uint64
+		for {
+			batch, next, err := node.Scan(ctx, cursor, pattern, scanCount).Result()
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			keys = append(keys, batch...)
+			mu.Unlock()
+			if next == 0 {
+				return nil
+			}
+			cursor = next
+		}
+	}
+	var err error
+	if s.cluster != nil {
+		err = s.cluster.ForEachMaster(ctx, scan)
+	} else {
+		err = scan(ctx, s.single)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// SCAN may return a key more than once.
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+
+	out := make([]storage.KV, 0, len(keys))
+	for start := 0; start < len(keys); start += scanCount {
+		chunk := keys[start:min(start+scanCount, len(keys))]
+		if s.cluster != nil {
+			// Keys of one chunk live in different slots: pipeline
+			// single-key GETs, which the cluster client groups by node.
+			cmds := make([]*redis.StringCmd, len(chunk))
+			_, err := s.cluster.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i, k := range chunk {
+					cmds[i] = p.Get(ctx, k)
+				}
+				return nil
+			})
+			if err != nil && !errors.Is(err, redis.Nil) {
+				return nil, err
+			}
+			for i, cmd := range cmds {
+				v, err := cmd.Result()
+				if errors.Is(err, redis.Nil) {
+					continue // deleted since SCAN
+				}
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, storage.KV{Key: chunk[i][len(s.prefix):], Value: []byte(v)})
+			}
+			continue
+		}
+		vals, err := s.single.MGet(ctx, chunk...).Result()
+		if err != nil {
+			return nil, err
+		}
+		for i, v := range vals {
+			str, ok := v.(string)
+			if !ok {
+				continue // nil: deleted since SCAN
+			}
+			out = append(out, storage.KV{Key: chunk[i][len(s.prefix):], Value: []byte(str)})
+		}
+	}
+	return out, nil
+}
+
+// EscapeGlob escapes the characters that are special in a Redis MATCH
+// pattern (* ? [ ] \) so that s matches only itself.
+func EscapeGlob(s string) string {
+	if !strings.ContainsAny(s, `*?[]\`) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// Close closes the connection pools. It is idempotent; operations after
+// Close return storage.ErrClosed.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if err := s.closeClients(); err != nil {
+		return fmt.Errorf("redis close: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) closeClients() error {
+	var errs []error
+	if s.reader != s.client {
+		errs = append(errs, s.reader.Close())
+	}
+	errs = append(errs, s.client.Close())
+	return errors.Join(errs...)
+}
+
+// retryOrFail decides what follows the failed attempt number attempt (0 is
+// the first): it returns nil after pausing when the operation should be
+// tried again, else the error to return to the caller.
+func (s *Store) retryOrFail(ctx context.Context, op string, attempt int, err error) error {
+	if s.closed.Load() || errors.Is(err, redis.ErrClosed) {
+		return fmt.Errorf("redis %s: %w", op, storage.ErrClosed)
+	}
+	var re *replicaError
+	if errors.As(err, &re) {
+		return fmt.Errorf("redis %s: %w", op, err)
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return fmt.Errorf("redis %s: %w", op, err)
+		}
+		s.outage(err)
+		return fmt.Errorf("%w: redis %s: %w after %d attempts: %w", storage.ErrUnavailable, op, cerr, attempt+1, err)
+	}
+	if !Retryable(err) {
+		return fmt.Errorf("redis %s: %w", op, err)
+	}
+	if _, moved := redis.IsMovedError(err); moved && s.cluster != nil {
+		s.cluster.ReloadState(ctx)
+	}
+	if attempt >= s.maxRetries {
+		s.outage(err)
+		return fmt.Errorf("%w: redis %s failed after %d attempts: %w", storage.ErrUnavailable, op, attempt+1, err)
+	}
+	d := s.pause(attempt)
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		s.outage(err)
+		return fmt.Errorf("%w: redis %s: %w after %d attempts: %w", storage.ErrUnavailable, op, ctx.Err(), attempt+1, err)
+	}
+}
+
+// Retryable reports whether err is worth another attempt: network errors
+// and timeouts, a closed or reset connection, an exhausted pool, and the
+// server's transient states (LOADING, CLUSTERDOWN, TRYAGAIN, MASTERDOWN,
+// READONLY after a failover, MOVED/ASK during resharding). Errors of the
+// request itself (WRONGTYPE, syntax, ...) are not.
+func Retryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) {
+		if _, ok := redis.IsMovedError(err); ok {
+			return true
+		}
+		if _, ok := redis.IsAskError(err); ok {
+			return true
+		}
+		if redis.IsLoadingError(err) || redis.IsClusterDownError(err) || redis.IsTryAgainError(err) ||
+			redis.IsMasterDownError(err) || redis.IsReadOnlyError(err) || redis.IsMaxClientsError(err) {
+			return true
+		}
+		msg := rerr.Error()
+		for _, p := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY"} {
+			if strings.HasPrefix(msg, p) {
+				return true
+			}
+		}
+		return false
+	}
+	var nerr net.Error
+	switch {
+	case errors.As(err, &nerr),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed),
+		errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted),
+		// A deadline inside go-redis (dial timeout) when the caller's
+		// context is still live: the caller's own is checked first.
+		errors.Is(err, context.DeadlineExceeded):
+		return true
+	}
+	return false
+}
+
+// outage records a failure after retries; the first one after a healthy
+// period is logged, the rest of the outage is not.
+func (s *Store) outage(err error) {
+	if s.healthy.CompareAndSwap(true, false) {
+		s.downSince.Store(time.Now().UnixNano())
+		s.log.Warn("Redis unavailable; operations fail until it is back", "addrs", s.target, "err", err)
+	}
+}
+
+// ok records a successful round trip; the first one after an outage is
+// logged. On the hot path it costs one atomic load.
+func (s *Store) ok() {
+	if !s.healthy.Load() && s.healthy.CompareAndSwap(false, true) {
+		down := time.Duration(time.Now().UnixNano() - s.downSince.Load())
+		s.log.Info("Redis available again", "addrs", s.target, "down_for", down.Round(time.Millisecond))
+	}
+}
+
+// driverLog routes go-redis's package-wide log lines (one per failed dial,
+// for instance) to the Logger of the most recent store at debug level, so
+// that an outage is reported once, by the store, not once per connection.
+var driverLog struct {
+	once sync.Once
+	l    atomic.Pointer[slog.Logger]
+}
+
+type driverLogger struct{}
+
+func (driverLogger) Printf(ctx context.Context, format string, v ...any) {
+	if l := driverLog.l.Load(); l != nil && l.Enabled(ctx, slog.LevelDebug) {
+		l.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
+	}
+}
+
+func setDriverLogger(l *slog.Logger) {
+	if l != nil {
+		driverLog.l.Store(l)
+	}
+	driverLog.once.Do(func() { redis.SetLogger(driverLogger{}) })
+}
