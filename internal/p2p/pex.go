@@ -23,11 +23,11 @@ import (
 const PeerExchangeProtocolID = protocol.ID("/p2p-ai-agents/pex/1.0.0")
 
 const (
-	pexMaxPeers    = 32
-	pexMaxAddrs    = 8
-	pexMaxBytes    = 64 << 10
-	pexTimeout     = 5 * time.Second
-	pexRoundPeers  = 3
+	pexMaxPeers   = 32
+	pexMaxAddrs   = 8
+	pexMaxBytes   = 64 << 10
+	pexTimeout    = 5 * time.Second
+	pexRoundPeers = 3
 )
 
 type pexPeer struct {
