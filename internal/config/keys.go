@@ -1,0 +1,215 @@
+package config
+
+import (
+	"strings"
+	"time"
+)
+
+// EnvPrefix starts the name of every configuration environment variable.
+const EnvPrefix = "P2P_AGENT_"
+
+// envAPI is the CLI's --api default (P2P_AGENT_API), not a configuration key; Load
+// ignores it rather than rejecting it as unknown.
+const envAPI = EnvPrefix + "API"
+
+// Value types of keys, as reported in KeyInfo.Type.
+const (
+	TypeString   = "string"
+	TypeList     = "list"
+	TypeBool     = "bool"
+	TypeInt      = "int"
+	TypeFloat    = "float"
+	TypeDuration = "duration"
+)
+
+// KeyInfo describes one configuration key, for documentation and for the CLI, which
+// registers one --<key> flag per entry.
+type KeyInfo struct {
+	// Key is the dotted name, e.g. "storage.redis.addrs"; it is also the file path.
+	Key string
+	// Default is the default in env/flag syntax (lists comma separated); empty for
+	// node.name (the host name) and storage.local.path (<data_dir>/store).
+	Default string
+	// Env is the environment variable, e.g. "P2P_AGENT_STORAGE_REDIS_ADDRS".
+	Env string
+	// Flag is the command-line flag, e.g. "--storage.redis.addrs".
+	Flag string
+	// Type is one of TypeString, TypeList, TypeBool, TypeInt, TypeFloat, TypeDuration.
+	Type string
+	// Secret marks values that are never echoed in errors or logs.
+	Secret bool
+	// Description says what the key is for, in one sentence.
+	Description string
+}
+
+// keyDef is one row of the key table: the key, its documentation and where its value
+// lives in a Config. field returns a pointer to that field, whose type decides how raw
+// values are parsed.
+type keyDef struct {
+	key    string
+	def    string
+	desc   string
+	secret bool
+	path   bool // "~" is expanded
+	field  func(c *Config) any
+}
+
+// keyTable is the single list of configuration keys; Keys, Load and the docs derive
+// from it. Order is the order of the documentation.
+var keyTable = []keyDef{
+	{key: "node.data_dir", def: "~/.p2p-agent", path: true,
+		desc:  "Directory for the identity key and the local store.",
+		field: func(c *Config) any { return &c.Node.DataDir }},
+	{key: "node.name", def: "",
+		desc:  "Human-readable node name; empty means the host name.",
+		field: func(c *Config) any { return &c.Node.Name }},
+	{key: "log.level", def: "info",
+		desc:  "Log level: debug, info, warn or error.",
+		field: func(c *Config) any { return &c.Log.Level }},
+	{key: "log.format", def: "json",
+		desc:  "Log format: json or text.",
+		field: func(c *Config) any { return &c.Log.Format }},
+	{key: "p2p.listen", def: "/ip4/0.0.0.0/tcp/4001,/ip4/0.0.0.0/udp/4001/quic-v1",
+		desc:  "Multiaddrs the libp2p host listens on (at least one).",
+		field: func(c *Config) any { return &c.P2P.Listen }},
+	{key: "p2p.bootstrap", def: "",
+		desc:  "Peers to dial at start, each a multiaddr ending in /p2p/<peer id>.",
+		field: func(c *Config) any { return &c.P2P.Bootstrap }},
+	{key: "p2p.mdns", def: "true",
+		desc:  "Discover peers on the local network with mDNS.",
+		field: func(c *Config) any { return &c.P2P.MDNS }},
+	{key: "p2p.max_message_bytes", def: "1048576",
+		desc:  "Largest message frame accepted from a peer, in bytes (1024 to 1073741824).",
+		field: func(c *Config) any { return &c.P2P.MaxMessageBytes }},
+	{key: "storage.backend", def: "local",
+		desc:  "Key-value backend: local (embedded) or redis.",
+		field: func(c *Config) any { return &c.Storage.Backend }},
+	{key: "storage.max_value_bytes", def: "8388608",
+		desc:  "Largest value a put accepts, in bytes (1 to 1073741824).",
+		field: func(c *Config) any { return &c.Storage.MaxValueBytes }},
+	{key: "storage.local.path", def: "", path: true,
+		desc:  "Directory of the local store; empty means <data_dir>/store.",
+		field: func(c *Config) any { return &c.Storage.Local.Path }},
+	{key: "storage.redis.addrs", def: "127.0.0.1:6379",
+		desc:  "Redis host:port addresses; more than one means Redis Cluster.",
+		field: func(c *Config) any { return &c.Storage.Redis.Addrs }},
+	{key: "storage.redis.url", def: "", secret: true,
+		desc:  "redis:// or rediss:// URL of a standalone server; when set it overrides storage.redis.addrs.",
+		field: func(c *Config) any { return &c.Storage.Redis.URL }},
+	{key: "storage.redis.key_prefix", def: "p2p-agent:",
+		desc:  "Prefix of every key the node stores in Redis.",
+		field: func(c *Config) any { return &c.Storage.Redis.KeyPrefix }},
+	{key: "storage.redis.password", def: "", secret: true,
+		desc:  "Redis password; empty means none.",
+		field: func(c *Config) any { return &c.Storage.Redis.Password }},
+	{key: "storage.redis.pool_size", def: "0",
+		desc:  "Connection pool size; 0 means the client library default.",
+		field: func(c *Config) any { return &c.Storage.Redis.PoolSize }},
+	{key: "storage.redis.dial_timeout", def: "5s",
+		desc:  "Timeout for connecting to Redis.",
+		field: func(c *Config) any { return &c.Storage.Redis.DialTimeout }},
+	{key: "storage.redis.read_timeout", def: "3s",
+		desc:  "Timeout for reading a Redis reply.",
+		field: func(c *Config) any { return &c.Storage.Redis.ReadTimeout }},
+	{key: "storage.redis.write_timeout", def: "3s",
+		desc:  "Timeout for writing a Redis command.",
+		field: func(c *Config) any { return &c.Storage.Redis.WriteTimeout }},
+	{key: "storage.redis.max_retries", def: "3",
+		desc:  "Retries of a failed Redis command (0 to 100).",
+		field: func(c *Config) any { return &c.Storage.Redis.MaxRetries }},
+	{key: "storage.redis.retry_backoff", def: "50ms",
+		desc:  "First retry delay; it doubles on each retry.",
+		field: func(c *Config) any { return &c.Storage.Redis.RetryBackoff }},
+	{key: "storage.redis.min_replicas", def: "0",
+		desc:  "Replicas a Strong write waits for (WAIT); 0 disables waiting.",
+		field: func(c *Config) any { return &c.Storage.Redis.MinReplicas }},
+	{key: "metrics.enabled", def: "true",
+		desc:  "Serve Prometheus metrics; when false no listener is opened.",
+		field: func(c *Config) any { return &c.Metrics.Enabled }},
+	{key: "metrics.listen", def: ":8080",
+		desc:  "host:port of the metrics server; empty host means all interfaces, port 0 a free port.",
+		field: func(c *Config) any { return &c.Metrics.Listen }},
+	{key: "metrics.path", def: "/metrics",
+		desc:  "HTTP path of the metrics; /healthz and /readyz are reserved.",
+		field: func(c *Config) any { return &c.Metrics.Path }},
+	{key: "metrics.web_config_file", def: "", path: true,
+		desc:  "exporter-toolkit web config file (TLS, mTLS, basic auth); empty means plain HTTP.",
+		field: func(c *Config) any { return &c.Metrics.WebConfigFile }},
+	{key: "metrics.max_requests_in_flight", def: "10",
+		desc:  "Concurrent metrics requests served; at least 1.",
+		field: func(c *Config) any { return &c.Metrics.MaxRequestsInFlight }},
+	{key: "metrics.rate_limit", def: "20",
+		desc:  "Metrics requests per second before answering 429; 0 means unlimited.",
+		field: func(c *Config) any { return &c.Metrics.RateLimit }},
+	{key: "metrics.sample_interval", def: "5s",
+		desc:  "Interval of CPU and memory sampling.",
+		field: func(c *Config) any { return &c.Metrics.SampleInterval }},
+	{key: "api.listen", def: "127.0.0.1:7070",
+		desc:  "host:port of the control API the CLI talks to; port 0 means a free port.",
+		field: func(c *Config) any { return &c.API.Listen }},
+	{key: "api.token", def: "", secret: true,
+		desc:  "Bearer token required by the control API when set.",
+		field: func(c *Config) any { return &c.API.Token }},
+	{key: "task.timeout", def: "30s",
+		desc:  "Timeout of a task run on a remote peer.",
+		field: func(c *Config) any { return &c.Task.Timeout }},
+}
+
+// Indexes derived from keyTable. sections holds every proper prefix of a key
+// ("storage", "storage.redis"), the mappings a file may contain.
+var keyIndex, envIndex, sections = buildIndexes()
+
+func buildIndexes() (byKey, byEnv map[string]*keyDef, sects map[string]bool) {
+	byKey, byEnv, sects = map[string]*keyDef{}, map[string]*keyDef{}, map[string]bool{}
+	for i := range keyTable {
+		d := &keyTable[i]
+		byKey[d.key] = d
+		byEnv[envName(d.key)] = d
+		parts := strings.Split(d.key, ".")
+		for j := 1; j < len(parts); j++ {
+			sects[strings.Join(parts[:j], ".")] = true
+		}
+	}
+	return byKey, byEnv, sects
+}
+
+// envName is the environment variable of a key.
+func envName(key string) string {
+	return EnvPrefix + strings.ToUpper(strings.ReplaceAll(key, ".", "_"))
+}
+
+// typeOf names the value type of a key from the Go type of its field.
+func (d *keyDef) typeOf() string {
+	switch d.field(&Config{}).(type) {
+	case *[]string:
+		return TypeList
+	case *bool:
+		return TypeBool
+	case *int:
+		return TypeInt
+	case *float64:
+		return TypeFloat
+	case *time.Duration:
+		return TypeDuration
+	default:
+		return TypeString
+	}
+}
+
+// Keys lists every configuration key in documentation order.
+func Keys() []KeyInfo {
+	out := make([]KeyInfo, 0, len(keyTable))
+	for i := range keyTable {
+		d := &keyTable[i]
+		out = append(out, KeyInfo{
+			Key:         d.key,
+			Default:     d.def,
+			Env:         envName(d.key),
+			Flag:        "--" + d.key,
+			Type:        d.typeOf(),
+			Secret:      d.secret,
+			Description: d.desc,
+		})
+	}
+	return out
+}
