@@ -101,12 +101,12 @@ func TestRequestHandlersAndErrors(t *testing.T) {
 		return b.handled(t, TypeTaskRequest)-before["handled/task.request"] == 5
 	})
 	b.assertDelta(t, before, map[string]float64{
-		"received/task.request":         5,
-		"handled/task.request":          5,
-		"errors/task.request/panic":     1,
-		"errors/task.request/handler":   2,
-		"sent/task.result":              1,
-		"sent/error":                    3,
+		"received/task.request":       5,
+		"handled/task.request":        5,
+		"errors/task.request/panic":   1,
+		"errors/task.request/handler": 2,
+		"sent/task.result":            1,
+		"sent/error":                  3,
 	})
 	// The node survived the panic.
 	if _, err := a.svc.Ping(ctx, b.h.ID()); err != nil {
