@@ -1,0 +1,377 @@
+package task
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
+)
+
+// Index limits.
+const (
+	// MaxCollectionBytes bounds a collection name.
+	MaxCollectionBytes = 128
+	// MaxDocIDBytes bounds a document id.
+	MaxDocIDBytes = 256
+	// MaxDocChunks bounds the chunks of one document (keys carry six digits).
+	MaxDocChunks = 999_999
+	// DefaultK is the number of search results when k is not given.
+	DefaultK = 5
+	// MaxK bounds k.
+	MaxK = 100
+)
+
+// indexValueVersion is the first byte of every stored chunk value.
+const indexValueVersion = 1
+
+// IndexPrefix is the key prefix of all index data: chunks are stored under
+// index/<collection>/<id>/<chunk index, six digits>.
+const IndexPrefix = "index/"
+
+func collectionPrefix(collection string) string { return IndexPrefix + collection + "/" }
+
+func docPrefix(collection, id string) string { return collectionPrefix(collection) + id + "/" }
+
+func chunkKey(collection, id string, i int) string {
+	return fmt.Sprintf("%s%06d", docPrefix(collection, id), i)
+}
+
+// validName checks a collection name or document id: 1 to max bytes of
+// UTF-8 without '/' or control characters (so it is one key segment).
+func validName(what, s string, max int) error {
+	switch {
+	case s == "":
+		return fmt.Errorf("%w: %s is required", ErrBadInput, what)
+	case len(s) > max:
+		return fmt.Errorf("%w: %s is %d bytes, more than %d", ErrBadInput, what, len(s), max)
+	case !utf8.ValidString(s):
+		return fmt.Errorf("%w: %s is not valid UTF-8", ErrBadInput, what)
+	case strings.ContainsRune(s, '/'):
+		return fmt.Errorf("%w: %s must not contain '/'", ErrBadInput, what)
+	case strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return fmt.Errorf("%w: %s must not contain control characters", ErrBadInput, what)
+	}
+	return nil
+}
+
+// encodeChunk lays out a stored chunk: version byte, dim (uint16 LE), dim
+// float32 LE components, then the chunk text.
+func encodeChunk(vec []float32, text string) []byte {
+	b := make([]byte, 3+4*len(vec)+len(text))
+	b[0] = indexValueVersion
+	binary.LittleEndian.PutUint16(b[1:], uint16(len(vec)))
+	for i, x := range vec {
+		binary.LittleEndian.PutUint32(b[3+4*i:], math.Float32bits(x))
+	}
+	copy(b[3+4*len(vec):], text)
+	return b
+}
+
+// decodeChunk returns the dim, raw vector bytes and text of a stored chunk.
+func decodeChunk(b []byte) (dim int, vec []byte, text []byte, ok bool) {
+	if len(b) < 3 || b[0] != indexValueVersion {
+		return 0, nil, nil, false
+	}
+	dim = int(binary.LittleEndian.Uint16(b[1:]))
+	if len(b) < 3+4*dim {
+		return 0, nil, nil, false
+	}
+	return dim, b[3 : 3+4*dim], b[3+4*dim:], true
+}
+
+// dotBytes is the dot product of q and a vector stored as float32 LE bytes
+// (len(vec) == 4*len(q)).
+func dotBytes(q []float32, vec []byte) float32 {
+	vec = vec[:4*len(q)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(q); i += 4 {
+		b := vec[4*i : 4*i+16]
+		s0 += q[i] * math.Float32frombits(binary.LittleEndian.Uint32(b[0:]))
+		s1 += q[i+1] * math.Float32frombits(binary.LittleEndian.Uint32(b[4:]))
+		s2 += q[i+2] * math.Float32frombits(binary.LittleEndian.Uint32(b[8:]))
+		s3 += q[i+3] * math.Float32frombits(binary.LittleEndian.Uint32(b[12:]))
+	}
+	for ; i < len(q); i++ {
+		s0 += q[i] * math.Float32frombits(binary.LittleEndian.Uint32(vec[4*i:]))
+	}
+	return s0 + s1 + s2 + s3
+}
+
+// IndexAddExecutor is the index.add executor: it chunks, embeds and stores a
+// document in its node's Store.
+type IndexAddExecutor struct {
+	Store storage.Store
+}
+
+// AddInput is the input of index.add.
+type AddInput struct {
+	Collection string  `json:"collection"`
+	ID         string  `json:"id"`
+	Text       *string `json:"text"`
+	Size       *int    `json:"size,omitempty"`
+	Overlap    *int    `json:"overlap,omitempty"`
+}
+
+// AddOutput is the output of index.add: how many chunks the document has now.
+type AddOutput struct {
+	Collection string `json:"collection"`
+	ID         string `json:"id"`
+	Chunks     int    `json:"chunks"`
+}
+
+// Type returns "index.add".
+func (IndexAddExecutor) Type() string { return TypeAdd }
+
+// Execute stores the document's chunks, replacing any it had before. Chunks
+// are written at Eventual consistency and the last write at Strong: on the
+// local store that one sync makes every earlier write durable too.
+func (x IndexAddExecutor) Execute(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
+	var in AddInput
+	if err := decodeInput(input, &in); err != nil {
+		return nil, err
+	}
+	if err := validName("collection", in.Collection, MaxCollectionBytes); err != nil {
+		return nil, err
+	}
+	if err := validName("id", in.ID, MaxDocIDBytes); err != nil {
+		return nil, err
+	}
+	if in.Text == nil {
+		return nil, fmt.Errorf("%w: text is required", ErrBadInput)
+	}
+	size, overlap := window(in.Size, in.Overlap)
+	chunks, err := ChunkText(*in.Text, size, overlap)
+	if err != nil {
+		return nil, err
+	}
+	if len(chunks) > MaxDocChunks {
+		return nil, fmt.Errorf("%w: %d chunks exceeds %d", ErrBadInput, len(chunks), MaxDocChunks)
+	}
+	old, err := x.Store.List(ctx, docPrefix(in.Collection, in.ID), storage.ReadYourWrites)
+	if err != nil {
+		return nil, fmt.Errorf("index.add: list old chunks: %w", err)
+	}
+	// Stale chunks are those the new version does not overwrite.
+	var stale []string
+	for _, kv := range old {
+		suffix := kv.Key[len(docPrefix(in.Collection, in.ID)):]
+		if n, err := strconv.Atoi(suffix); err != nil || n >= len(chunks) || len(suffix) != 6 {
+			stale = append(stale, kv.Key)
+		}
+	}
+	ops := len(chunks) + len(stale)
+	level := func(op int) storage.Consistency {
+		if op == ops-1 {
+			return storage.Strong
+		}
+		return storage.Eventual
+	}
+	vec := make([]float32, DefaultDim)
+	for i, c := range chunks {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		EmbedInto(vec, c.Text)
+		key := chunkKey(in.Collection, in.ID, i)
+		if err := x.Store.Put(ctx, key, encodeChunk(vec, c.Text), level(i)); err != nil {
+			return nil, fmt.Errorf("index.add: put %s: %w", key, err)
+		}
+	}
+	for j, key := range stale {
+		if err := x.Store.Delete(ctx, key, level(len(chunks)+j)); err != nil {
+			return nil, fmt.Errorf("index.add: delete stale %s: %w", key, err)
+		}
+	}
+	return json.Marshal(AddOutput{Collection: in.Collection, ID: in.ID, Chunks: len(chunks)})
+}
+
+// IndexSearchExecutor is the index.search executor over its node's Store.
+type IndexSearchExecutor struct {
+	Store storage.Store
+}
+
+// SearchInput is the input of index.search.
+type SearchInput struct {
+	Collection string `json:"collection"`
+	Query      string `json:"query"`
+	K          *int   `json:"k,omitempty"`
+}
+
+// parse validates the input and returns k with its default applied.
+func (in *SearchInput) parse(input json.RawMessage) (int, error) {
+	if err := decodeInput(input, in); err != nil {
+		return 0, err
+	}
+	if err := validName("collection", in.Collection, MaxCollectionBytes); err != nil {
+		return 0, err
+	}
+	if strings.TrimSpace(in.Query) == "" {
+		return 0, fmt.Errorf("%w: query is required", ErrBadInput)
+	}
+	k := DefaultK
+	if in.K != nil {
+		k = *in.K
+	}
+	if k < 1 || k > MaxK {
+		return 0, fmt.Errorf("%w: k %d out of range 1..%d", ErrBadInput, k, MaxK)
+	}
+	return k, nil
+}
+
+// SearchResult is one hit: chunk number Chunk of document ID, its cosine
+// similarity to the query and its text. Peer is set when results of several
+// nodes were merged: the node that holds the chunk.
+type SearchResult struct {
+	ID    string  `json:"id"`
+	Chunk int     `json:"chunk"`
+	Score float32 `json:"score"`
+	Text  string  `json:"text"`
+	Peer  string  `json:"peer,omitempty"`
+}
+
+// SearchOutput is the output of index.search, results by descending score.
+// Peers and Failed are set by a fan-out search across the mesh.
+type SearchOutput struct {
+	Collection string         `json:"collection"`
+	Results    []SearchResult `json:"results"`
+	// Peers are the nodes whose results were merged.
+	Peers []string `json:"peers,omitempty"`
+	// Failed are the nodes that were asked but did not answer.
+	Failed []PeerError `json:"failed,omitempty"`
+}
+
+// PeerError is a node that failed during a fan-out search, and why.
+type PeerError struct {
+	Peer  string `json:"peer"`
+	Error string `json:"error"`
+}
+
+// Type returns "index.search".
+func (IndexSearchExecutor) Type() string { return TypeSearch }
+
+// Execute returns the k chunks of the collection most similar to the query
+// (cosine > 0). It is a brute-force scan: one List of the collection and
+// one dot product per chunk, O(n·dim) time for n chunks, with a min-heap
+// of size k keeping the best.
+func (x IndexSearchExecutor) Execute(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
+	var in SearchInput
+	k, err := in.parse(input)
+	if err != nil {
+		return nil, err
+	}
+	prefix := collectionPrefix(in.Collection)
+	kvs, err := x.Store.List(ctx, prefix, storage.ReadYourWrites)
+	if err != nil {
+		return nil, fmt.Errorf("index.search: list %s: %w", prefix, err)
+	}
+	queries := map[int][]float32{DefaultDim: Embed(in.Query, DefaultDim)}
+	top := make(topK, 0, k)
+	for i, kv := range kvs {
+		if i&4095 == 4095 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		dim, vec, _, ok := decodeChunk(kv.Value)
+		if !ok {
+			continue
+		}
+		q, ok := queries[dim]
+		if !ok {
+			q = Embed(in.Query, dim)
+			queries[dim] = q
+		}
+		if s := dotBytes(q, vec); s > 0 {
+			top.offer(k, hit{score: s, idx: i})
+		}
+	}
+	out := SearchOutput{Collection: in.Collection, Results: make([]SearchResult, 0, len(top))}
+	for _, h := range top.sorted() {
+		kv := kvs[h.idx]
+		rest := kv.Key[len(prefix):]
+		slash := strings.LastIndexByte(rest, '/')
+		if slash < 0 {
+			continue
+		}
+		n, err := strconv.Atoi(rest[slash+1:])
+		if err != nil {
+			continue
+		}
+		_, _, text, _ := decodeChunk(kv.Value)
+		out.Results = append(out.Results, SearchResult{ID: rest[:slash], Chunk: n, Score: h.score, Text: string(text)})
+	}
+	return json.Marshal(out)
+}
+
+// hit is a scored candidate: the index of its key in the List result.
+type hit struct {
+	score float32
+	idx   int
+}
+
+// worse orders hits for eviction: lower score first, then later key.
+func (a hit) worse(b hit) bool {
+	return a.score < b.score || (a.score == b.score && a.idx > b.idx)
+}
+
+// topK is a min-heap of at most k hits, worst at the root.
+type topK []hit
+
+// offer adds h if the heap has room or h beats the worst kept hit.
+func (t *topK) offer(k int, h hit) {
+	s := *t
+	if len(s) < k {
+		s = append(s, h)
+		for i := len(s) - 1; i > 0; {
+			p := (i - 1) / 2
+			if !s[i].worse(s[p]) {
+				break
+			}
+			s[i], s[p] = s[p], s[i]
+			i = p
+		}
+		*t = s
+		return
+	}
+	if !s[0].worse(h) {
+		return
+	}
+	s[0] = h
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < len(s) && s[l].worse(s[m]) {
+			m = l
+		}
+		if r < len(s) && s[r].worse(s[m]) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		s[i], s[m] = s[m], s[i]
+		i = m
+	}
+}
+
+// sorted returns the kept hits best first.
+func (t topK) sorted() []hit {
+	out := slices.Clone(t)
+	slices.SortFunc(out, func(a, b hit) int {
+		switch {
+		case b.worse(a):
+			return -1
+		case a.worse(b):
+			return 1
+		}
+		return 0
+	})
+	return out
+}
