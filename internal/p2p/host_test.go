@@ -1,0 +1,199 @@
+package p2p
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+func TestFullMeshFromOneBootstrapPeer(t *testing.T) {
+	a := newTestNode(t)
+	start := time.Now()
+	b := newTestNode(t, withHost(func(c *HostConfig) { c.Bootstrap = a.h.Addrs()[:1] }))
+	c := newTestNode(t, withHost(func(c *HostConfig) { c.Bootstrap = a.h.Addrs()[:1] }))
+	nodes := []*testNode{a, b, c}
+	eventually(t, 10*time.Second, "a full mesh", func() bool {
+		for _, n := range nodes {
+			if n.h.ConnectedPeers() != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("full mesh of 3 nodes after %v", time.Since(start))
+
+	// Every peer is usable and described.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := b.svc.Ping(ctx, c.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	peers := b.h.Peers()
+	if len(peers) != 2 {
+		t.Fatalf("Peers() = %+v", peers)
+	}
+	for _, p := range peers {
+		if p.AgentVersion != "p2p-agent/test" || p.Addr == "" || (p.Direction != "inbound" && p.Direction != "outbound") {
+			t.Errorf("peer info %+v", p)
+		}
+		if p.ID == c.h.ID() && p.Latency <= 0 {
+			t.Errorf("no latency after ping: %+v", p)
+		}
+	}
+
+	// Closing a node drops it from the others' counts.
+	_ = c.svc.Close()
+	_ = c.h.Close()
+	eventually(t, 10*time.Second, "the others to notice C left", func() bool {
+		return a.h.ConnectedPeers() == 1 && b.h.ConnectedPeers() == 1
+	})
+}
+
+func TestBootstrapPeerRedialledWhenLost(t *testing.T) {
+	a := newTestNode(t)
+	b := newTestNode(t, withHost(func(c *HostConfig) {
+		c.Bootstrap = a.h.Addrs()
+		c.BootstrapBackoffMin = 50 * time.Millisecond
+	}))
+	eventually(t, 10*time.Second, "B to reach its bootstrap peer", func() bool { return b.h.ConnectedPeers() == 1 })
+	for range 2 {
+		if err := a.h.Libp2p().Network().ClosePeer(b.h.ID()); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 5*time.Second, "the connection to drop", func() bool { return a.h.ConnectedPeers() == 0 || b.h.ConnectedPeers() == 0 })
+		eventually(t, 10*time.Second, "B to redial", func() bool {
+			return a.h.ConnectedPeers() == 1 && b.h.ConnectedPeers() == 1
+		})
+	}
+}
+
+func TestBootstrapBackoffWhileDown(t *testing.T) {
+	// A bootstrap peer that is not up yet: B keeps trying and connects
+	// once it is.
+	priv := newKey(t)
+	id, _ := peer.IDFromPrivateKey(priv)
+	probe := newTestNode(t) // find a free port by letting a node pick one, then reuse it
+	port := probe.h.Libp2p().Addrs()[0]
+	addr := port.String() + "/p2p/" + id.String()
+	_ = probe.svc.Close()
+	_ = probe.h.Close()
+
+	b := newTestNode(t, withHost(func(c *HostConfig) {
+		c.Bootstrap = []string{addr}
+		c.BootstrapBackoffMin = 50 * time.Millisecond
+		c.BootstrapBackoffMax = 200 * time.Millisecond
+	}))
+	time.Sleep(300 * time.Millisecond) // a few failed dials
+	if b.h.ConnectedPeers() != 0 {
+		t.Fatal("connected to a peer that is down")
+	}
+	a, err := NewHost(context.Background(), priv, HostConfig{ListenAddrs: []string{port.String()}, Logger: testLogger()})
+	if err != nil {
+		t.Skipf("port taken meanwhile: %v", err)
+	}
+	defer a.Close()
+	eventually(t, 10*time.Second, "B to connect once the bootstrap peer is up", func() bool { return b.h.ConnectedPeers() == 1 })
+}
+
+func TestCapabilities(t *testing.T) {
+	a, b := newTestNode(t), newTestNode(t)
+	connect(t, a, b)
+	if err := a.h.Advertise("text.chunk", "text.embed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.h.Advertise("Bad/Name"); err == nil {
+		t.Error("invalid capability accepted")
+	}
+	eventually(t, 5*time.Second, "identify push to reach B", func() bool {
+		return slices.Equal(b.h.PeerCapabilities(a.h.ID()), []string{"text.chunk", "text.embed"})
+	})
+	if got := b.h.PeersOffering("text.chunk"); !slices.Equal(got, []peer.ID{a.h.ID()}) {
+		t.Errorf("PeersOffering = %v", got)
+	}
+	if got := b.h.PeersOffering("index.search"); len(got) != 0 {
+		t.Errorf("PeersOffering(index.search) = %v", got)
+	}
+	if got := a.h.Capabilities(); !slices.Equal(got, []string{"text.chunk", "text.embed"}) {
+		t.Errorf("Capabilities = %v", got)
+	}
+	a.h.Withdraw("text.embed")
+	eventually(t, 5*time.Second, "withdrawal to reach B", func() bool {
+		return slices.Equal(b.h.PeerCapabilities(a.h.ID()), []string{"text.chunk"})
+	})
+	// A new peer learns them through identify.
+	c := newTestNode(t)
+	connect(t, c, a)
+	eventually(t, 5*time.Second, "identify to reach C", func() bool {
+		return slices.Equal(c.h.PeerCapabilities(a.h.ID()), []string{"text.chunk"})
+	})
+}
+
+func TestParsePeer(t *testing.T) {
+	id, _ := peer.IDFromPrivateKey(newKey(t))
+	for _, tc := range []struct {
+		in      string
+		ok      bool
+		wantLen int
+	}{
+		{id.String(), true, 0},
+		{"  " + id.String() + "\n", true, 0},
+		{"/ip4/127.0.0.1/tcp/4001/p2p/" + id.String(), true, 1},
+		{"/ip4/127.0.0.1/udp/4001/quic-v1/p2p/" + id.String(), true, 1},
+		{"/p2p/" + id.String(), true, 0},
+		{"", false, 0},
+		{"not-a-peer", false, 0},
+		{"/ip4/127.0.0.1/tcp/4001", false, 0},
+		{"/ip4/999.0.0.1/tcp/4001/p2p/" + id.String(), false, 0},
+		{"/ip4/127.0.0.1/tcp/4001/p2p/QmNotAnID", false, 0},
+	} {
+		ai, err := ParsePeer(tc.in)
+		if tc.ok != (err == nil) {
+			t.Errorf("ParsePeer(%q) = %v", tc.in, err)
+			continue
+		}
+		if !tc.ok {
+			if !errors.Is(err, ErrBadPeer) {
+				t.Errorf("ParsePeer(%q) error %v does not wrap ErrBadPeer", tc.in, err)
+			}
+			continue
+		}
+		if ai.ID != id || len(ai.Addrs) != tc.wantLen {
+			t.Errorf("ParsePeer(%q) = %v", tc.in, ai)
+		}
+	}
+	if _, err := NewHost(context.Background(), newKey(t), HostConfig{ListenAddrs: loopback, Bootstrap: []string{id.String()}}); !errors.Is(err, ErrBadPeer) {
+		t.Errorf("bootstrap peer without address: %v, want ErrBadPeer", err)
+	}
+}
+
+func TestLibp2pMetricsOnOwnRegistry(t *testing.T) {
+	a, b := newTestNode(t), newTestNode(t)
+	connect(t, a, b)
+	for _, n := range []*testNode{a, b} {
+		count, err := testutil.GatherAndCount(n.reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mfs, _ := n.reg.Gather()
+		libp2p := 0
+		for _, mf := range mfs {
+			if len(mf.GetName()) > 7 && mf.GetName()[:7] == "libp2p_" {
+				libp2p++
+			}
+		}
+		if libp2p == 0 {
+			t.Errorf("no libp2p_ families on the node's registry (%d series)", count)
+		}
+	}
+	// A host without a registerer still works (metrics disabled).
+	h, err := NewHost(context.Background(), newKey(t), HostConfig{ListenAddrs: loopback, Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = h.Close()
+}
