@@ -98,7 +98,7 @@ type Store struct {
 	waitTimeout time.Duration
 	log         *slog.Logger
 	target      string
-	perAttempt  time.Duration // dial + write + read timeouts
+	perAttempt  time.Duration // pool wait + dial + write + read timeouts
 
 	closed    atomic.Bool
 	healthy   atomic.Bool
@@ -126,7 +126,7 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		waitTimeout: opts.WaitTimeout,
 		log:         opts.Logger,
 		target:      strings.Join(uo.Addrs, ","),
-		perAttempt:  uo.DialTimeout + uo.WriteTimeout + uo.ReadTimeout,
+		perAttempt:  uo.PoolTimeout + uo.DialTimeout + uo.WriteTimeout + uo.ReadTimeout,
 	}
 	if s.prefix == "" {
 		s.prefix = DefaultKeyPrefix
@@ -204,7 +204,8 @@ func universalOptions(opts Options) (*redis.UniversalOptions, error) {
 	uo.DialTimeout = orDefault(opts.DialTimeout, DefaultDialTimeout)
 	uo.ReadTimeout = orDefault(opts.ReadTimeout, DefaultReadTimeout)
 	uo.WriteTimeout = orDefault(opts.WriteTimeout, DefaultWriteTimeout)
-	uo.PoolTimeout = uo.ReadTimeout + time.Second
+	// Waiting for a free connection is bounded like establishing one.
+	uo.PoolTimeout = uo.DialTimeout
 	uo.MaxRetries = -1   // no retries inside go-redis
 	uo.DialerRetries = 1 // one dial per attempt
 	uo.ContextTimeoutEnabled = true
@@ -235,10 +236,16 @@ func (s *Store) Healthy() bool { return s.healthy.Load() }
 func (s *Store) KeyPrefix() string { return s.prefix }
 
 // RetryBudget is the longest time one operation can take before it fails
-// with ErrUnavailable, when every attempt runs into the dial, write and
-// read timeouts and every pause is the longest possible.
+// with ErrUnavailable, when every attempt runs into the pool, dial, write
+// and read timeouts (and the WAIT timeout for Strong writes when
+// MinReplicas is set) and every pause is the longest possible. List makes
+// several round trips per attempt and may take longer.
 func (s *Store) RetryBudget() time.Duration {
-	total := time.Duration(s.maxRetries+1) * s.perAttempt
+	per := s.perAttempt
+	if s.minReplicas > 0 {
+		per += s.waitTimeout
+	}
+	total := time.Duration(s.maxRetries+1) * per
 	for i := 0; i < s.maxRetries; i++ {
 		total += s.pause(i)
 	}
