@@ -29,21 +29,28 @@ type Chunk struct {
 // span is the byte range of one token.
 type span struct{ start, end int }
 
-// tokenize returns the byte spans of the whitespace-separated words of s.
+// asciiSpace marks the ASCII bytes unicode.IsSpace accepts.
+var asciiSpace = [utf8.RuneSelf]bool{'\t': true, '\n': true, '\v': true, '\f': true, '\r': true, ' ': true}
+
+// tokenize appends the byte spans of the whitespace-separated words of s.
 // Boundaries fall on rune boundaries, so slicing never splits a UTF-8 sequence.
 func tokenize(s string, spans []span) []span {
 	start := -1
 	for i := 0; i < len(s); {
-		r, w := rune(s[i]), 1
-		if r >= utf8.RuneSelf {
+		c, w, space := s[i], 1, false
+		if c < utf8.RuneSelf {
+			space = asciiSpace[c]
+		} else {
+			var r rune
 			r, w = utf8.DecodeRuneInString(s[i:])
+			space = unicode.IsSpace(r)
 		}
-		space := r == ' ' || r == '\n' || r == '\t' || r == '\r' || (r >= utf8.RuneSelf && unicode.IsSpace(r)) || r == '\v' || r == '\f'
-		switch {
-		case space && start >= 0:
-			spans = append(spans, span{start, i})
-			start = -1
-		case !space && start < 0:
+		if space {
+			if start >= 0 {
+				spans = append(spans, span{start, i})
+				start = -1
+			}
+		} else if start < 0 {
 			start = i
 		}
 		i += w
@@ -87,7 +94,7 @@ func ChunkText(text string, size, overlap int) ([]Chunk, error) {
 	if overlap < 0 || overlap >= size {
 		return nil, fmt.Errorf("%w: overlap %d must be >= 0 and < size %d", ErrBadInput, overlap, size)
 	}
-	toks := tokenize(text, nil)
+	toks := tokenize(text, make([]span, 0, len(text)/6+1))
 	n := len(toks)
 	chunks := make([]Chunk, 0, estimateChunks(n, size, overlap))
 	// A sentence cut keeps at least minLen tokens and more than overlap, so
