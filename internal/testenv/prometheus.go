@@ -1,0 +1,389 @@
+package testenv
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// PrometheusStartTimeout bounds how long a prometheus server may take to
+// answer /-/ready after it was started.
+const PrometheusStartTimeout = 60 * time.Second
+
+// Prometheus is a real prometheus server started for one test on a loopback
+// port, with its configuration and TSDB in temp directories.
+type Prometheus struct {
+	t    testing.TB
+	cmd  *exec.Cmd
+	dir  string
+	exit chan struct{}
+	err  error
+	log  *lockedBuffer
+
+	// URL is the server's base URL, e.g. http://127.0.0.1:41234.
+	URL string
+	// ConfigFile is the path of the configuration the server runs with.
+	ConfigFile string
+
+	client *http.Client
+}
+
+// lockedBuffer collects the server's log output for failure reports.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// ToolPath returns the path of an operator tool (prometheus, promtool), or
+// ends the test: with t.Fatal under CI (env CI set), where a missing tool is a
+// broken machine, else with t.Skip.
+func ToolPath(t testing.TB, name string) string {
+	t.Helper()
+	path, err := exec.LookPath(name)
+	if err == nil {
+		return path
+	}
+	msg := fmt.Sprintf("%s not found in PATH (install the prometheus package): %v", name, err)
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+	return ""
+}
+
+// StartPrometheus writes configYAML to prometheus.yml in a temp directory and
+// runs the real prometheus binary on it, with its TSDB in a temp directory and
+// its web server on a free 127.0.0.1 port. It returns once /-/ready answers
+// 200 and stops the server when the test ends. Relative paths in the
+// configuration (rule_files, file_sd_configs) resolve against that temp
+// directory: pass absolute paths.
+func StartPrometheus(t testing.TB, configYAML string) *Prometheus {
+	t.Helper()
+	bin := ToolPath(t, "prometheus")
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "prometheus.yml")
+	if err := os.WriteFile(cfgPath, []byte(configYAML), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		p, err := startPrometheusOnce(t, bin, dir, cfgPath)
+		if err == nil {
+			return p
+		}
+		lastErr = err
+		// Only a port taken between probing and binding is worth a retry.
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	t.Fatalf("starting prometheus: %v", lastErr)
+	return nil
+}
+
+func startPrometheusOnce(t testing.TB, bin, dir, cfgPath string) (*Prometheus, error) {
+	port, err := freeLoopbackPort()
+	if err != nil {
+		return nil, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	tsdb, err := os.MkdirTemp(dir, "tsdb-")
+	if err != nil {
+		return nil, err
+	}
+	p := &Prometheus{
+		t:          t,
+		dir:        dir,
+		exit:       make(chan struct{}),
+		log:        &lockedBuffer{},
+		URL:        "http://" + addr,
+		ConfigFile: cfgPath,
+		client:     &http.Client{Timeout: 30 * time.Second},
+	}
+	p.cmd = exec.Command(bin,
+		"--config.file="+cfgPath,
+		"--storage.tsdb.path="+tsdb,
+		"--web.listen-address="+addr,
+		"--log.level=info",
+	)
+	p.cmd.Dir = dir
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("exec %s: %w", bin, err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.exit)
+	}()
+
+	deadline := time.Now().Add(PrometheusStartTimeout)
+	delay := 20 * time.Millisecond
+	for {
+		select {
+		case <-p.exit:
+			return nil, fmt.Errorf("prometheus exited before it was ready: %v\n%s", p.err, p.log.String())
+		default:
+		}
+		resp, err := p.client.Get(p.URL + "/-/ready")
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			p.stop()
+			return nil, fmt.Errorf("prometheus not ready within %s (last: %v)\n%s", PrometheusStartTimeout, err, p.log.String())
+		}
+		time.Sleep(delay)
+		if delay < 250*time.Millisecond {
+			delay *= 2
+		}
+	}
+	t.Cleanup(func() {
+		p.stop()
+		if t.Failed() {
+			t.Logf("prometheus log:\n%s", p.log.String())
+		}
+	})
+	return p, nil
+}
+
+// freeLoopbackPort asks the kernel for a free TCP port on 127.0.0.1.
+func freeLoopbackPort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// stop ends the server: SIGTERM, then SIGKILL if it has not exited in 10 s.
+func (p *Prometheus) stop() {
+	select {
+	case <-p.exit:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exit:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exit
+	}
+}
+
+// Log returns what the server has logged so far.
+func (p *Prometheus) Log() string { return p.log.String() }
+
+// apiResponse is the envelope of every /api/v1 answer.
+type apiResponse struct {
+	Status    string          `json:"status"`
+	Data      json.RawMessage `json:"data"`
+	ErrorType string          `json:"errorType"`
+	Error     string          `json:"error"`
+	Warnings  []string        `json:"warnings"`
+}
+
+// api GETs /api/v1/<path> with query parameters and returns the data of a
+// successful answer, or an error naming Prometheus' own error message.
+func (p *Prometheus) api(ctx context.Context, path string, params url.Values) (json.RawMessage, error) {
+	u := p.URL + "/api/v1/" + path
+	if len(params) > 0 {
+		u += "?" + params.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	var r apiResponse
+	if err := json.Unmarshal(body, &r); err != nil {
+		return nil, fmt.Errorf("GET %s: status %d, undecodable answer: %.200s", path, resp.StatusCode, body)
+	}
+	if r.Status != "success" {
+		return nil, fmt.Errorf("GET %s: status %d: %s: %s", path, resp.StatusCode, r.ErrorType, r.Error)
+	}
+	return r.Data, nil
+}
+
+// Query evaluates expr at the current time through /api/v1/query and
+// returns the result type ("vector", "matrix", "scalar" or "string") and the
+// raw result. A query Prometheus rejects (bad syntax, unknown function,
+// execution error) is an error carrying Prometheus' message.
+func (p *Prometheus) Query(expr string) (resultType string, result json.RawMessage, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	data, err := p.api(ctx, "query", url.Values{"query": {expr}})
+	if err != nil {
+		return "", nil, fmt.Errorf("query %q: %w", expr, err)
+	}
+	var d struct {
+		ResultType string          `json:"resultType"`
+		Result     json.RawMessage `json:"result"`
+	}
+	if err := json.Unmarshal(data, &d); err != nil {
+		return "", nil, fmt.Errorf("query %q: %w", expr, err)
+	}
+	return d.ResultType, d.Result, nil
+}
+
+// Sample is one element of an instant vector.
+type Sample struct {
+	Metric map[string]string
+	Value  float64
+}
+
+// QueryVector evaluates expr and decodes the instant vector it returns; any
+// other result type is an error. NaN and infinite values decode as such.
+func (p *Prometheus) QueryVector(expr string) ([]Sample, error) {
+	typ, raw, err := p.Query(expr)
+	if err != nil {
+		return nil, err
+	}
+	if typ != "vector" {
+		return nil, fmt.Errorf("query %q: result type %s, want vector", expr, typ)
+	}
+	var items []struct {
+		Metric map[string]string `json:"metric"`
+		Value  [2]any            `json:"value"`
+	}
+	if err := json.Unmarshal(raw, &items); err != nil {
+		return nil, fmt.Errorf("query %q: %w", expr, err)
+	}
+	out := make([]Sample, 0, len(items))
+	for _, it := range items {
+		s, _ := it.Value[1].(string)
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return nil, fmt.Errorf("query %q: value %v: %w", expr, it.Value[1], err)
+		}
+		out = append(out, Sample{Metric: it.Metric, Value: v})
+	}
+	return out, nil
+}
+
+// Target is one active scrape target as /api/v1/targets reports it.
+type Target struct {
+	Labels     map[string]string `json:"labels"`
+	ScrapeURL  string            `json:"scrapeUrl"`
+	Health     string            `json:"health"`
+	LastError  string            `json:"lastError"`
+	ScrapePool string            `json:"scrapePool"`
+}
+
+// Targets returns the active scrape targets.
+func (p *Prometheus) Targets() ([]Target, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	data, err := p.api(ctx, "targets", url.Values{"state": {"active"}})
+	if err != nil {
+		return nil, err
+	}
+	var d struct {
+		ActiveTargets []Target `json:"activeTargets"`
+	}
+	if err := json.Unmarshal(data, &d); err != nil {
+		return nil, err
+	}
+	return d.ActiveTargets, nil
+}
+
+// WaitForTargetsUp waits up to d until at least n active targets report
+// health "up", and fails the test with the targets' last errors otherwise.
+func (p *Prometheus) WaitForTargetsUp(n int, d time.Duration) {
+	p.t.Helper()
+	Eventually(p.t, d, func() error {
+		ts, err := p.Targets()
+		if err != nil {
+			return err
+		}
+		up := 0
+		var problems []string
+		for _, tg := range ts {
+			if tg.Health == "up" {
+				up++
+				continue
+			}
+			problems = append(problems, fmt.Sprintf("%s: %s %s", tg.ScrapeURL, tg.Health, tg.LastError))
+		}
+		if up < n {
+			return fmt.Errorf("%d of %d wanted targets up (%d active); %s", up, n, len(ts), strings.Join(problems, "; "))
+		}
+		return nil
+	})
+}
+
+// Rule is one recording or alerting rule as /api/v1/rules reports it.
+type Rule struct {
+	Name      string `json:"name"`
+	Query     string `json:"query"`
+	Type      string `json:"type"` // "recording" or "alerting"
+	Health    string `json:"health"`
+	LastError string `json:"lastError"`
+	State     string `json:"state"` // alerting rules: inactive, pending or firing
+	Group     string `json:"-"`
+}
+
+// Rules returns every loaded rule, each with the name of its group.
+func (p *Prometheus) Rules() ([]Rule, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	data, err := p.api(ctx, "rules", nil)
+	if err != nil {
+		return nil, err
+	}
+	var d struct {
+		Groups []struct {
+			Name  string `json:"name"`
+			Rules []Rule `json:"rules"`
+		} `json:"groups"`
+	}
+	if err := json.Unmarshal(data, &d); err != nil {
+		return nil, err
+	}
+	var out []Rule
+	for _, g := range d.Groups {
+		for _, r := range g.Rules {
+			r.Group = g.Name
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
