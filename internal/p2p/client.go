@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -44,7 +45,7 @@ var errPeerClosed = fmt.Errorf("%w: closed by peer", ErrStreamClosed)
 
 // outboundTo returns the live kept stream to p, opening it (once, however
 // many callers wait) when there is none.
-func (s *Service) outboundTo(ctx context.Context, p peer.ID) (*outboundStream, error) {
+func (s *Service) outboundTo(ctx context.Context, p peer.ID, deadline time.Time) (*outboundStream, error) {
 	for {
 		s.smu.Lock()
 		if s.closing {
@@ -68,7 +69,12 @@ func (s *Service) outboundTo(ctx context.Context, p peer.ID) (*outboundStream, e
 		s.opening[p] = wait
 		s.smu.Unlock()
 
-		ob, err := s.openOutbound(ctx, p)
+		octx, cancel := ctx, context.CancelFunc(func() {})
+		if !deadline.IsZero() {
+			octx, cancel = context.WithDeadline(ctx, deadline)
+		}
+		ob, err := s.openOutbound(octx, p)
+		cancel()
 
 		s.smu.Lock()
 		delete(s.opening, p)
@@ -111,13 +117,34 @@ func (s *Service) openOutbound(ctx context.Context, p peer.ID) (*outboundStream,
 	}, nil
 }
 
-// roundTrip writes the encoded request and waits for the response with its ID.
-func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frameBuf) (*Envelope, error) {
-	ch := make(chan *Envelope, 1)
+var (
+	timerPool = sync.Pool{New: func() any {
+		t := time.NewTimer(time.Hour)
+		t.Stop()
+		return t
+	}}
+	replyPool = sync.Pool{New: func() any { return make(chan *Envelope, 1) }}
+)
+
+// roundTrip writes the encoded request and waits for the response with its
+// ID, until ctx is done or the deadline (when not zero) passes.
+func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frameBuf, deadline time.Time) (*Envelope, error) {
+	var expired <-chan time.Time
+	if !deadline.IsZero() {
+		t := timerPool.Get().(*time.Timer)
+		t.Reset(time.Until(deadline))
+		defer func() {
+			t.Stop() // since Go 1.23 a stopped timer's channel holds no stale value
+			timerPool.Put(t)
+		}()
+		expired = t.C
+	}
+	ch := replyPool.Get().(chan *Envelope)
 	ob.mu.Lock()
 	if ob.err != nil {
 		err := ob.err
 		ob.mu.Unlock()
+		replyPool.Put(ch)
 		return nil, &retryableError{err}
 	}
 	ob.pending[env.ID] = ch
@@ -130,10 +157,12 @@ func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frame
 	}
 	select {
 	case resp := <-ch:
+		replyPool.Put(ch) // drained: safe to reuse
 		return resp, nil
 	case <-ob.done:
 		select {
 		case resp := <-ch:
+			replyPool.Put(ch)
 			return resp, nil
 		default:
 		}
@@ -142,11 +171,19 @@ func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frame
 		}
 		return nil, ob.err
 	case <-ctx.Done():
-		ob.mu.Lock()
-		delete(ob.pending, env.ID)
-		ob.mu.Unlock()
+		ob.forget(env.ID)
 		return nil, ctx.Err()
+	case <-expired:
+		ob.forget(env.ID)
+		return nil, context.DeadlineExceeded
 	}
+}
+
+// forget drops a request that stopped waiting; a late response is dropped.
+func (ob *outboundStream) forget(id string) {
+	ob.mu.Lock()
+	delete(ob.pending, id)
+	ob.mu.Unlock()
 }
 
 // readLoop reads responses until the stream ends, then fails what is left.

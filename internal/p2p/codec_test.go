@@ -5,12 +5,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"io"
+	"reflect"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/multiformats/go-varint"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
@@ -105,8 +108,17 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
 	f.Add([]byte{0x80, 0x00})
 	f.Add(append(binary.AppendUvarint(nil, 30), `{"v":1`...))
+	f.Add(frame(`{"v":1,"id":"a<&>","type":"task.request","sent_at":"2025-01-01T00:00:00.5+01:00","payload":{"a": [1, 2]}}`))
+	f.Add(frame(`{"v":1,"id":"x","type":"ping","sent_at":"2025-01-01T00:00:00Z","payload":null}`))
+	f.Add(frame(`{"v":1,"id":"x","type":"ping","sent_at":"2025-01-01T00:00:00Z","payload":"\u00e9"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		const limit = 4096
+		// The whole input, and the input after a length prefix, as a body:
+		// the fast decoder must agree with encoding/json whenever it accepts.
+		checkCanonical(t, data)
+		if _, k, err := varint.FromUvarint(data); err == nil {
+			checkCanonical(t, data[k:])
+		}
 		br := bufio.NewReaderSize(bytes.NewReader(data), 16)
 		for range 4 {
 			env, err := DecodeFrame(br, limit)
@@ -126,10 +138,91 @@ func FuzzDecodeFrame(f *testing.F) {
 			if err != nil {
 				t.Fatalf("decode re-encoded %q: %v", b1, err)
 			}
+			sameEnvelope(t, env2, env)
 			b2, err := AppendFrame(nil, env2, 0)
 			if err != nil || !bytes.Equal(b1, b2) {
 				t.Fatalf("unstable encoding:\n%q\n%q (%v)", b1, b2, err)
 			}
+			// The direct encoder and encoding/json encode the same value.
+			viaJSON, err := marshalEnvelope(nil, env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ref Envelope
+			if err := json.Unmarshal(viaJSON, &ref); err != nil {
+				t.Fatal(err)
+			}
+			sameEnvelope(t, &ref, env2)
 		}
 	})
+}
+
+func checkCanonical(t *testing.T, body []byte) {
+	env := decodeCanonical(body)
+	if env == nil {
+		return
+	}
+	var ref Envelope
+	if err := json.Unmarshal(body, &ref); err != nil {
+		t.Fatalf("fast path accepted %q, encoding/json refuses: %v", body, err)
+	}
+	sameEnvelope(t, env, &ref)
+}
+
+func sameEnvelope(t *testing.T, got, want *Envelope) {
+	t.Helper()
+	if got.V != want.V || got.ID != want.ID || got.Type != want.Type || !got.SentAt.Equal(want.SentAt) ||
+		got.SentAt.Format(time.RFC3339Nano) != want.SentAt.Format(time.RFC3339Nano) {
+		t.Fatalf("envelopes differ:\n%+v\n%+v", got, want)
+	}
+	var g, w any
+	if (len(got.Payload) == 0) != (len(want.Payload) == 0) {
+		t.Fatalf("payloads differ: %q %q", got.Payload, want.Payload)
+	}
+	if len(got.Payload) > 0 {
+		if json.Unmarshal(got.Payload, &g) != nil || json.Unmarshal(want.Payload, &w) != nil || !reflect.DeepEqual(g, w) {
+			t.Fatalf("payloads differ: %q %q", got.Payload, want.Payload)
+		}
+	}
+}
+
+func TestCanonicalFastPath(t *testing.T) {
+	env, _ := NewEnvelope(TypeTaskRequest, map[string]any{"text": "a <b> & c", "k": []int{1, 2}})
+	env.ID = "0123abcd-1z"
+	body, err := appendEnvelope(nil, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := decodeCanonical(body)
+	if got == nil {
+		t.Fatalf("the service's own encoding %s misses the fast path", body)
+	}
+	sameEnvelope(t, got, env)
+	checkCanonical(t, body)
+
+	for _, tc := range []struct {
+		body string
+		fast bool
+	}{
+		{`{"v":1,"id":"a","type":"ping","sent_at":"2025-01-01T00:00:00Z"}`, true},
+		{`{"v":1,"id":"<&>","type":"x y","sent_at":"2025-01-01T00:00:00.123+05:30","payload":{"a": [1, "}"]}}`, true},
+		{`{"v":1,"id":"a","type":"ping","sent_at":"2025-01-01T00:00:00Z","payload":{} }`, false},
+		{`{"v":1,"id":"a","type":"ping","sent_at":"2025-01-01T00:00:00Z","payload":null}`, false},
+		{`{"v":1,"id":"a","type":"ping","sent_at":"2025-01-01T00:00:00Z","payload":{}`, false},
+		{`{"v":1,"id":"a","type":"ping","sent_at":"2025-01-01T00:00:00Z"} `, false},
+		{`{"v":1,"id":"\u0061","type":"ping","sent_at":"2025-01-01T00:00:00Z"}`, false},
+		{`{"v":1,"id":"é","type":"ping","sent_at":"2025-01-01T00:00:00Z"}`, false},
+		{`{"v":1,"id":"a","type":"ping","sent_at":"2025-13-01T00:00:00Z"}`, false},
+		{`{"v":10,"id":"a","type":"ping","sent_at":"2025-01-01T00:00:00Z"}`, false},
+		{`{"v":1,"id":"a","type":"ping"}`, false},
+		{`{"v":1,"id":"a","type":"ping","sent_at":"2025-01-01T00:00:00Z","type":"pong"}`, false},
+	} {
+		if got := decodeCanonical([]byte(tc.body)) != nil; got != tc.fast {
+			t.Errorf("fast path for %s = %v, want %v", tc.body, got, tc.fast)
+		}
+		checkCanonical(t, []byte(tc.body))
+		if _, err := decodeEnvelope([]byte(tc.body)); err != nil && tc.fast {
+			t.Errorf("%s: %v", tc.body, err)
+		}
+	}
 }

@@ -31,7 +31,9 @@ type inboundStream struct {
 
 // handleStream is the stream handler of ProtocolID. It reads frames until
 // the stream ends, dispatching each message to its own goroutine (bounded
-// by MaxConcurrentPerStream) so a slow request does not hold up pings.
+// by MaxConcurrentPerStream) so a slow request does not hold up pings;
+// messages answered without blocking (ping, rejections) are answered by
+// the reader itself.
 func (s *Service) handleStream(st network.Stream) {
 	is := &inboundStream{
 		svc:     s,
@@ -113,6 +115,10 @@ func (is *inboundStream) readLoop() (graceful bool) {
 			s.rec.failed(metrics.Unknown, "malformed")
 			s.log.Debug("malformed inbound message", "peer", is.from.String(), "err", err)
 			is.replyError("", "malformed", err) // framing is intact: carry on
+			continue
+		}
+		if s.inline(env) {
+			_, _ = is.serve(is.ctx, is.from, env)
 			continue
 		}
 		select {

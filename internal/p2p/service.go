@@ -86,9 +86,9 @@ type Service struct {
 	observe Middleware
 
 	mu          sync.Mutex
-	handlers    map[string]Handler
+	handlers    map[string]route
 	middlewares []Middleware
-	routes      atomic.Pointer[map[string]Handler]
+	routes      atomic.Pointer[map[string]route]
 
 	ctx     context.Context // handlers' context; cancelled when draining gives up
 	cancel  context.CancelFunc
@@ -120,30 +120,44 @@ func NewService(h *Host, m *metrics.Messages, cfg ServiceConfig) *Service {
 		log:      cfg.Logger.With("component", "messages"),
 		rec:      recorder{m},
 		observe:  MetricsMiddleware(m),
-		handlers: make(map[string]Handler),
+		handlers: make(map[string]route),
 		inbound:  make(map[*inboundStream]struct{}),
 		outbound: make(map[peer.ID]*outboundStream),
 		opening:  make(map[peer.ID]chan struct{}),
 		idPrefix: hex.EncodeToString(idb[:]) + "-",
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.routes.Store(&map[string]Handler{})
-	s.Handle(TypePing, func(_ context.Context, _ peer.ID, req *Envelope) (*Envelope, error) {
-		return Reply(req, TypePong, nil)
-	})
+	s.routes.Store(&map[string]route{})
+	s.handle(TypePing, route{h: pingHandler, inline: true})
 	s.lh.SetStreamHandler(protocol.ID(ProtocolID), s.handleStream)
 	return s
 }
 
+// route is a registered handler. Inline handlers never block, so they run
+// on the stream's reader instead of a goroutine of their own.
+type route struct {
+	h      Handler
+	inline bool
+}
+
+func pingHandler(_ context.Context, _ peer.ID, req *Envelope) (*Envelope, error) {
+	return Reply(req, TypePong, nil)
+}
+
 // Handle registers h for messages of type typ, replacing any previous
-// handler. It may be called at any time.
+// handler (including the built-in ping); a nil h removes it. It may be
+// called at any time. Each message runs in its own goroutine.
 func (s *Service) Handle(typ string, h Handler) {
+	s.handle(typ, route{h: h})
+}
+
+func (s *Service) handle(typ string, r route) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if h == nil {
+	if r.h == nil {
 		delete(s.handlers, typ)
 	} else {
-		s.handlers[typ] = h
+		s.handlers[typ] = r
 	}
 	s.rebuildLocked()
 }
@@ -158,14 +172,26 @@ func (s *Service) Use(mw ...Middleware) {
 }
 
 func (s *Service) rebuildLocked() {
-	routes := make(map[string]Handler, len(s.handlers))
-	for typ, h := range s.handlers {
+	routes := make(map[string]route, len(s.handlers))
+	for typ, r := range s.handlers {
+		h := r.h
 		for i := len(s.middlewares) - 1; i >= 0; i-- {
 			h = s.middlewares[i](h)
 		}
-		routes[typ] = recoverMiddleware(h)
+		// Middlewares are caller code that might block.
+		routes[typ] = route{h: recoverMiddleware(h), inline: r.inline && len(s.middlewares) == 0}
 	}
 	s.routes.Store(&routes)
+}
+
+// inline reports whether req can be answered without blocking: the
+// built-in ping, and the rejections of unknown types and versions.
+func (s *Service) inline(req *Envelope) bool {
+	if req.V != EnvelopeVersion {
+		return true
+	}
+	r, ok := (*s.routes.Load())[req.Type]
+	return !ok || r.inline
 }
 
 // route finds the handler of req and runs it.
@@ -173,11 +199,11 @@ func (s *Service) route(ctx context.Context, from peer.ID, req *Envelope) (*Enve
 	if req.V != EnvelopeVersion {
 		return nil, errBadVersion
 	}
-	h := (*s.routes.Load())[req.Type]
-	if h == nil {
+	r, ok := (*s.routes.Load())[req.Type]
+	if !ok {
 		return nil, errUnknownType
 	}
-	return h(ctx, from, req)
+	return r.h(ctx, from, req)
 }
 
 func (s *Service) nextID() string {
@@ -216,10 +242,12 @@ func (s *Service) Request(ctx context.Context, p peer.ID, typ string, payload an
 
 // Send is Request with a caller-built envelope; its ID is overwritten.
 func (s *Service) Send(ctx context.Context, p peer.ID, env *Envelope) (*Envelope, error) {
+	// Without a deadline on ctx, RequestTimeout is enforced with a pooled
+	// timer rather than a derived context, which would allocate a context
+	// and a timer per request.
+	var deadline time.Time
 	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.RequestTimeout)
-		defer cancel()
+		deadline = time.Now().Add(s.cfg.RequestTimeout)
 	}
 	env.V = EnvelopeVersion
 	env.ID = s.nextID()
@@ -232,11 +260,11 @@ func (s *Service) Send(ctx context.Context, p peer.ID, env *Envelope) (*Envelope
 	}
 	defer frame.release()
 	for attempt := 0; ; attempt++ {
-		os, err := s.outboundTo(ctx, p)
+		ob, err := s.outboundTo(ctx, p, deadline)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err)
 		}
-		resp, err := os.roundTrip(ctx, env, frame)
+		resp, err := ob.roundTrip(ctx, env, frame, deadline)
 		var retry *retryableError
 		if err != nil && attempt == 0 && errors.As(err, &retry) && ctx.Err() == nil {
 			s.log.Debug("retrying request on a new stream", "peer", p.String(), "type", env.Type, "err", err)
