@@ -36,11 +36,10 @@ const (
 // mdnsServiceName scopes mDNS discovery to nodes of this network.
 const mdnsServiceName = "p2p-ai-agents"
 
-// HostConfig configures NewHost. The zero value of every field but
-// ListenAddrs is usable.
+// HostConfig configures NewHost; zero values take the defaults.
 type HostConfig struct {
 	// ListenAddrs are multiaddrs to listen on, e.g. /ip4/0.0.0.0/tcp/4001
-	// and /ip4/0.0.0.0/udp/4001/quic-v1.
+	// and /ip4/0.0.0.0/udp/4001/quic-v1. Empty means dial-only.
 	ListenAddrs []string
 	// Bootstrap peers (multiaddrs ending in /p2p/<ID>) are dialled in the
 	// background and re-dialled with exponential backoff whenever lost.
@@ -153,9 +152,13 @@ func NewHost(ctx context.Context, priv crypto.PrivKey, cfg HostConfig) (*Host, e
 		cm.Close()
 		return nil, fmt.Errorf("p2p: resource manager: %w", err)
 	}
+	listen := libp2p.ListenAddrStrings(cfg.ListenAddrs...)
+	if len(cfg.ListenAddrs) == 0 {
+		listen = libp2p.NoListenAddrs // dial-only, rather than libp2p's defaults
+	}
 	opts := []libp2p.Option{
 		libp2p.Identity(priv),
-		libp2p.ListenAddrStrings(cfg.ListenAddrs...),
+		listen,
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
 		libp2p.Security(noise.ID, noise.New),

@@ -197,3 +197,25 @@ func TestLibp2pMetricsOnOwnRegistry(t *testing.T) {
 	}
 	_ = h.Close()
 }
+
+func TestMDNSHostStartsAndStops(t *testing.T) {
+	// Discovery itself is not asserted (multicast is environment-dependent);
+	// the host must start, keep working and close cleanly with mDNS on.
+	a := newTestNode(t, withHost(func(c *HostConfig) { c.MDNS = true }))
+	b := newTestNode(t)
+	connect(t, b, a)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := b.svc.Ping(ctx, a.h.ID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.svc.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.h.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}

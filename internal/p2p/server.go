@@ -193,8 +193,13 @@ func (is *inboundStream) deliver(ctx context.Context, from peer.ID, req *Envelop
 	}
 	werr := is.w.write(f)
 	f.release()
-	if werr != nil && err == nil {
-		err = &messageError{reason: "stream", code: CodeInternal, err: werr}
+	if werr != nil {
+		// A failed write leaves a partial frame: the stream is unusable.
+		is.cancel()
+		_ = is.s.Reset()
+		if err == nil {
+			err = &messageError{reason: "stream", code: CodeInternal, err: werr}
+		}
 	}
 	return nil, err
 }

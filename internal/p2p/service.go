@@ -301,7 +301,8 @@ func (s *Service) Ping(ctx context.Context, p peer.ID) (time.Duration, error) {
 }
 
 // Close stops accepting streams and requests, and waits up to DrainTimeout
-// for in-flight handlers to reply; see Shutdown.
+// for in-flight handlers to reply; see Shutdown. Close the service before
+// its host.
 func (s *Service) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
 	defer cancel()
