@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
@@ -218,4 +219,38 @@ func TestMDNSHostStartsAndStops(t *testing.T) {
 	if err := a.h.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
+}
+
+func TestNoGoroutinesLeftAfterClose(t *testing.T) {
+	// Warm up package-level goroutines (quic-go, timers) once.
+	warm := newTestNode(t)
+	_ = warm.svc.Close()
+	_ = warm.h.Close()
+	baseline := runtime.NumGoroutine()
+
+	a := newTestNode(t)
+	b := newTestNode(t, withHost(func(c *HostConfig) { c.Bootstrap = a.h.Addrs() }))
+	eventually(t, 10*time.Second, "bootstrap", func() bool { return b.h.ConnectedPeers() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b.svc.Handle(TypeTaskRequest, func(ctx context.Context, _ peer.ID, req *Envelope) (*Envelope, error) {
+		<-ctx.Done() // blocks until the service gives up draining
+		return nil, ctx.Err()
+	})
+	go func() { _, _ = a.svc.Request(ctx, b.h.ID(), TypeTaskRequest, nil) }()
+	for range 10 {
+		if _, err := a.svc.Ping(ctx, b.h.ID()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	shutdown, cancelShutdown := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelShutdown()
+	if err := b.svc.Shutdown(shutdown); err == nil {
+		t.Error("Shutdown with a stuck handler reported no drain timeout")
+	}
+	for _, n := range []*testNode{a, b} {
+		_ = n.svc.Close()
+		_ = n.h.Close()
+	}
+	waitGoroutines(t, baseline)
 }
