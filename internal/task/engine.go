@@ -352,9 +352,9 @@ func (e *Engine) complete(p *pending, rec Record) {
 }
 
 // dispatch runs a task on the requested peer (this node when it names
-// itself), else on the least busy peer offering its type, else locally; a remote attempt that fails for want of
-// an answer is retried once: on the requested peer again, else on another
-// offering peer, else locally.
+// itself), else on the least busy peer offering its type, else locally. A
+// remote attempt that fails for want of an answer is retried once: on the
+// requested peer again, else on another offering peer, else locally.
 func (e *Engine) dispatch(ctx context.Context, rec Record, req SubmitRequest) Record {
 	wire := Request{ID: rec.ID, Type: req.Type, Input: req.Input, TimeoutMS: e.timeout.Milliseconds()}
 	var tried []peer.ID
