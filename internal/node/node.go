@@ -91,7 +91,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		Bootstrap:   cfg.P2P.Bootstrap,
 		MDNS:        cfg.P2P.MDNS,
 		Registerer:  n.reg,
-		Logger:      log.With("component", "p2p"),
+		Logger:      log,
 		UserAgent:   "p2p-agent/" + version,
 	})
 	if err != nil {
@@ -101,7 +101,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 
 	n.service = p2p.NewService(n.host, metrics.NewMessages(n.reg), p2p.ServiceConfig{
 		MaxMessageBytes: cfg.P2P.MaxMessageBytes,
-		Logger:          log.With("component", "messages"),
+		Logger:          log,
 	})
 
 	n.tasks = task.NewEngine(n.store, metrics.NewTasks(n.reg), &taskTransport{svc: n.service, host: n.host}, id, task.Options{
@@ -109,7 +109,15 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		Logger:  log.With("component", "tasks"),
 	})
 	n.service.Handle(p2p.TypeTaskRequest, taskHandler(n.tasks))
-	n.host.Advertise(n.tasks.Types()...)
+	if err := n.host.Advertise(n.tasks.Types()...); err != nil {
+		return nil, fmt.Errorf("advertising task capabilities: %w", err)
+	}
+	// tasks this node was running when it last stopped will never finish
+	if k, err := n.tasks.Recover(ctx); err != nil {
+		log.Warn("recovering interrupted tasks", "err", err)
+	} else if k > 0 {
+		log.Info("marked interrupted tasks as failed", "count", k)
+	}
 
 	if cfg.Metrics.Enabled {
 		n.metricsSrv = metrics.NewServer(n.reg, n.Ready, metrics.ServerConfig{
@@ -128,7 +136,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		MaxBodyBytes:  cfg.P2P.MaxMessageBytes,
 		Logger:        log.With("component", "api"),
 		Classify:      classify,
-	}, n, n.store, &network{n: n}, &taskAPI{engine: n.tasks}, n.Ready)
+	}, n, n.store, &network{n: n}, &taskAPI{engine: n.tasks, svc: n.service}, n.Ready)
 	return n, nil
 }
 
@@ -153,7 +161,7 @@ func (n *Node) openStore(ctx context.Context) error {
 			MaxRetries:   r.MaxRetries,
 			RetryBackoff: r.RetryBackoff,
 			MinReplicas:  r.MinReplicas,
-			Logger:       n.log.With("component", "storage"),
+			Logger:       n.log,
 		})
 		if err != nil {
 			return fmt.Errorf("opening redis storage: %w", err)
@@ -167,7 +175,7 @@ func (n *Node) openStore(ctx context.Context) error {
 		})
 		backend = rs
 	default:
-		ls, err := local.Open(cfg.StorePath(), local.Options{Logger: n.log.With("component", "storage")})
+		ls, err := local.Open(cfg.StorePath(), local.Options{Logger: n.log})
 		if err != nil {
 			return fmt.Errorf("opening local storage at %s: %w", cfg.StorePath(), err)
 		}
@@ -309,7 +317,7 @@ func (n *Node) closeAll(ctx context.Context) error {
 		errs = append(errs, n.tasks.Close(ctx))
 	}
 	if n.service != nil {
-		errs = append(errs, n.service.Close(ctx))
+		errs = append(errs, n.service.Shutdown(ctx))
 	}
 	if n.host != nil {
 		errs = append(errs, n.host.Close())
@@ -328,7 +336,6 @@ func (n *Node) closeAll(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
-
 
 // Err delivers a fatal error of a running subsystem (the metrics listener).
 func (n *Node) Err() <-chan error {

@@ -1,0 +1,90 @@
+package main_test
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
+)
+
+// BenchmarkStartupToReady measures, for the built binary on embedded
+// defaults (fresh data dir each time, identity created), the time from
+// process start to /readyz answering 200, and the resident set size after
+// one second idle. Reported as ms-to-ready (median) and idle-rss-MB.
+func BenchmarkStartupToReady(b *testing.B) {
+	bin := testenv.Binary(b)
+	var readyMs, rssMB []float64
+	for i := 0; i < b.N; i++ {
+		port := freePort(b)
+		dir := b.TempDir()
+		cmd := exec.Command(bin, "start", "--data-dir", dir,
+			"--metrics.listen=127.0.0.1:"+strconv.Itoa(port), "--api.listen=127.0.0.1:0",
+			"--p2p.listen=/ip4/127.0.0.1/tcp/0,/ip4/127.0.0.1/udp/0/quic-v1", "--p2p.mdns=false", "--log.level=warn")
+		start := time.Now()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		url := "http://127.0.0.1:" + strconv.Itoa(port) + "/readyz"
+		client := &http.Client{Timeout: 100 * time.Millisecond}
+		deadline := start.Add(30 * time.Second)
+		for {
+			resp, err := client.Get(url)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				_ = cmd.Process.Kill()
+				b.Fatal("not ready within 30s")
+			}
+			time.Sleep(time.Millisecond)
+		}
+		readyMs = append(readyMs, float64(time.Since(start).Microseconds())/1000)
+		time.Sleep(time.Second)
+		rssMB = append(rssMB, vmRSSOf(b, cmd.Process.Pid)/(1<<20))
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+	}
+	b.ReportMetric(median(readyMs), "ms-to-ready")
+	b.ReportMetric(median(rssMB), "idle-rss-MB")
+	b.ReportMetric(0, "ns/op")
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
+}
+
+func vmRSSOf(b *testing.B, pid int) float64 {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		b.Skip("no /proc")
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(line)[1], 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+func freePort(b *testing.B) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
