@@ -72,6 +72,34 @@ func TestLiveFleet(t *testing.T) {
 		}
 	}
 
+	// What a real node serves is what docs/metrics.md lists, plus go-libp2p's
+	// own families, which the docs describe by prefix.
+	documented := map[string]bool{}
+	for _, m := range doc {
+		documented[m.Name] = true
+	}
+	for _, n := range []*testenv.Node{a, b} {
+		fams, _ := testenv.Scrape(t, nil, n.MetricsURL)
+		libp2p := 0
+		for name := range fams {
+			switch {
+			case strings.HasPrefix(name, "libp2p_"):
+				libp2p++
+			case !documented[name]:
+				t.Errorf("node %s serves %s, which docs/metrics.md does not list", n.PeerID, name)
+			}
+		}
+		if libp2p == 0 {
+			t.Errorf("node %s serves no libp2p_* family; docs/metrics.md says go-libp2p registers its metrics on the node registry", n.PeerID)
+		}
+	}
+	if fams, _ := testenv.Scrape(t, nil, b.MetricsURL); fams.SeriesCount("storage_redis_pool_connections") != 1 {
+		t.Errorf("the redis node serves no storage_redis_pool_connections")
+	}
+	if fams, _ := testenv.Scrape(t, nil, a.MetricsURL); fams.SeriesCount("storage_redis_pool_connections") != 0 {
+		t.Errorf("the local node serves storage_redis_pool_connections; docs/metrics.md says Redis only")
+	}
+
 	f.waitIngested(t)
 	f.checkDashboard(t, dash)
 	f.checkRules(t, rules)
