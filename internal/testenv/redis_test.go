@@ -1,6 +1,8 @@
 package testenv_test
 
 import (
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -106,5 +108,64 @@ func TestStartRedisCluster(t *testing.T) {
 	}
 	if moved != 2 {
 		t.Fatalf("%d of 3 nodes redirected, want 2", moved)
+	}
+}
+
+// endTB records how a harness call ended the test instead of ending it.
+type endTB struct {
+	testing.TB
+	skipped, failed string
+}
+
+func (e *endTB) Helper() {}
+func (e *endTB) Skip(args ...any) {
+	e.skipped = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+func (e *endTB) Fatal(args ...any) {
+	e.failed = fmt.Sprint(args...)
+	runtime.Goexit()
+}
+func (e *endTB) Fatalf(format string, args ...any) {
+	e.failed = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// inGoroutine runs fn with e on its own goroutine, so Skip and Fatal can
+// end it as they would end a test.
+func inGoroutine(e *endTB, fn func(testing.TB)) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		fn(e)
+	}()
+	<-done
+}
+
+// TestMissingRedisServer: without redis-server in PATH the harness skips a
+// developer's test but fails under CI, where a missing tool must not pass
+// silently.
+func TestMissingRedisServer(t *testing.T) {
+	t.Setenv("PATH", t.TempDir())
+	t.Setenv("CI", "")
+	e := &endTB{TB: t}
+	inGoroutine(e, func(tb testing.TB) { testenv.StartRedis(tb) })
+	if e.skipped == "" || e.failed != "" || !strings.Contains(e.skipped, "redis-server") {
+		t.Fatalf("without CI: skipped=%q failed=%q, want a skip naming redis-server", e.skipped, e.failed)
+	}
+	t.Setenv("CI", "true")
+	e = &endTB{TB: t}
+	inGoroutine(e, func(tb testing.TB) { testenv.StartRedisCluster(tb, 3) })
+	if e.failed == "" || e.skipped != "" {
+		t.Fatalf("under CI: skipped=%q failed=%q, want a failure", e.skipped, e.failed)
+	}
+}
+
+func TestRedisURLInvalid(t *testing.T) {
+	t.Setenv("REDIS_URL", "not a url")
+	e := &endTB{TB: t}
+	inGoroutine(e, func(tb testing.TB) { testenv.RedisAddrOrStart(tb) })
+	if !strings.Contains(e.failed, "REDIS_URL") {
+		t.Fatalf("invalid REDIS_URL: failed=%q", e.failed)
 	}
 }
