@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin/p2p-agent
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X main.version=$(VERSION)
+LDFLAGS := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 20s
 
 .PHONY: all build run test test-deps lint fuzz bench clean
