@@ -97,7 +97,7 @@ func (h *Host) watchEvents() {
 				}
 				for _, p := range ev.Protocols {
 					if p == PeerExchangeProtocolID {
-						h.wg.Go(func() { h.exchangePeers(ev.Peer) })
+						h.wg.Go(func() { h.exchangeWithNewPeer(ev.Peer) })
 						break
 					}
 				}

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/multiformats/go-varint"
 )
@@ -28,6 +29,13 @@ const (
 	pexMaxBytes   = 64 << 10
 	pexTimeout    = 5 * time.Second
 	pexRoundPeers = 3
+	// pexIdentifyWait bounds how long a reply waits for pending identifies.
+	pexIdentifyWait = 2 * time.Second
+	// pexFirstRound is the first period of the background exchange, which
+	// then doubles up to PeerExchangeInterval: young nodes converge fast.
+	pexFirstRound = 2 * time.Second
+	// pexFollowUp is the delay of the second exchange with a new peer.
+	pexFollowUp = 300 * time.Millisecond
 )
 
 type pexPeer struct {
@@ -46,6 +54,7 @@ func (h *Host) servePeerExchange(s network.Stream) {
 	_ = s.SetWriteDeadline(time.Now().Add(pexTimeout))
 	asker := s.Conn().RemotePeer()
 	ps := h.lh.Peerstore()
+	h.awaitIdentify(asker)
 	msg := pexMessage{Peers: []pexPeer{}}
 	for _, p := range h.lh.Network().Peers() {
 		if p == asker {
@@ -67,6 +76,7 @@ func (h *Host) servePeerExchange(s network.Stream) {
 			break
 		}
 	}
+	h.log.Debug("peer exchange served", "peer", asker.String(), "shared", len(msg.Peers))
 	body, err := json.Marshal(msg)
 	if err != nil {
 		_ = s.Reset()
@@ -76,6 +86,46 @@ func (h *Host) servePeerExchange(s network.Stream) {
 	if _, err := s.Write(append(frame, body...)); err != nil {
 		h.log.Debug("peer exchange reply failed", "peer", asker.String(), "err", err)
 		_ = s.Reset()
+	}
+}
+
+// awaitIdentify waits (briefly) until every connection but the asker's has
+// been identified: a peer that connected just before the asker is only
+// known as an agent, with its listen addresses, once identify completes,
+// and leaving it out would cost the asker a whole exchange period.
+func (h *Host) awaitIdentify(asker peer.ID) {
+	ids, ok := h.lh.(interface{ IDService() identify.IDService })
+	if !ok {
+		return
+	}
+	t := time.NewTimer(pexIdentifyWait)
+	defer t.Stop()
+	for _, c := range h.lh.Network().Conns() {
+		if c.RemotePeer() == asker {
+			continue
+		}
+		select {
+		case <-ids.IDService().IdentifyWait(c):
+		case <-t.C:
+			return
+		case <-h.ctx.Done():
+			return
+		}
+	}
+}
+
+// exchangeWithNewPeer exchanges peers with a newly identified agent, and
+// once more shortly after: a node identified within moments of starting
+// may still have announced its protocols without peer exchange (identify
+// serves a snapshot that lags SetStreamHandler until its push), so the
+// first answer can miss a peer that connected at the same time.
+func (h *Host) exchangeWithNewPeer(p peer.ID) {
+	h.exchangePeers(p)
+	if !h.sleep(pexFollowUp, nil) {
+		return
+	}
+	if h.ConnectedPeers() < h.cfg.ConnLow && h.lh.Network().Connectedness(p) == network.Connected {
+		h.exchangePeers(p)
 	}
 }
 
@@ -92,6 +142,7 @@ func (h *Host) exchangePeers(p peer.ID) {
 		h.log.Debug("peer exchange failed", "peer", p.String(), "err", err)
 		return
 	}
+	h.log.Debug("peer exchange", "peer", p.String(), "learnt", len(peers))
 	for _, ai := range peers {
 		if ai.ID == h.lh.ID() || h.lh.Network().Connectedness(ai.ID) == network.Connected {
 			continue
@@ -156,8 +207,10 @@ func (h *Host) requestPeers(p peer.ID) ([]peer.AddrInfo, error) {
 // peerExchangeLoop periodically asks a few random agents for their peers,
 // so knowledge spreads beyond direct neighbours of the bootstrap peer.
 func (h *Host) peerExchangeLoop() {
+	period := min(pexFirstRound, h.cfg.PeerExchangeInterval)
 	for {
-		wait := h.cfg.PeerExchangeInterval/2 + rand.N(h.cfg.PeerExchangeInterval/2+1)
+		wait := period/2 + rand.N(period/2+1)
+		period = min(2*period, h.cfg.PeerExchangeInterval)
 		if !h.sleep(wait, nil) {
 			return
 		}
