@@ -39,6 +39,11 @@ type retryableError struct{ err error }
 func (e *retryableError) Error() string { return e.err.Error() }
 func (e *retryableError) Unwrap() error { return e.err }
 
+func isRetryable(err error) bool {
+	var r *retryableError
+	return errors.As(err, &r)
+}
+
 // errPeerClosed is the graceful end of an outbound stream: the peer only
 // closes after answering everything it read (idle timeout, shutdown).
 var errPeerClosed = fmt.Errorf("%w: closed by peer", ErrStreamClosed)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -265,12 +264,11 @@ func (s *Service) Send(ctx context.Context, p peer.ID, env *Envelope) (*Envelope
 			return nil, fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err)
 		}
 		resp, err := ob.roundTrip(ctx, env, frame, deadline)
-		var retry *retryableError
-		if err != nil && attempt == 0 && errors.As(err, &retry) && ctx.Err() == nil {
-			s.log.Debug("retrying request on a new stream", "peer", p.String(), "type", env.Type, "err", err)
-			continue
-		}
 		if err != nil {
+			if attempt == 0 && isRetryable(err) && ctx.Err() == nil {
+				s.log.Debug("retrying request on a new stream", "peer", p.String(), "type", env.Type, "err", err)
+				continue
+			}
 			return nil, fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err)
 		}
 		if resp.Type == TypeError {
