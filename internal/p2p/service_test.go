@@ -3,6 +3,7 @@ package p2p
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -61,6 +62,8 @@ func TestRequestHandlersAndErrors(t *testing.T) {
 			return nil, &RemoteError{Code: "busy", Message: "try later"}
 		case "silent":
 			return nil, nil
+		case "big":
+			return Reply(req, TypeTaskResult, echo{Text: strings.Repeat("x", DefaultMaxMessageBytes)})
 		}
 		return Reply(req, TypeTaskResult, echo{Text: "re: " + in.Text})
 	})
@@ -83,6 +86,7 @@ func TestRequestHandlersAndErrors(t *testing.T) {
 		{"panic", CodeInternal, "panic"},
 		{"fail", CodeHandler, "handler"},
 		{"refuse", "busy", "handler"},
+		{"big", CodeTooLarge, "too_large"},
 	} {
 		_, err := a.svc.Request(ctx, b.h.ID(), TypeTaskRequest, echo{Text: tc.text})
 		var re *RemoteError
@@ -97,16 +101,21 @@ func TestRequestHandlersAndErrors(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("silent handler: err = %v, want deadline exceeded", err)
 	}
+	// A request over the limit is refused before it is sent.
+	if _, err := a.svc.Request(ctx, b.h.ID(), TypeTaskRequest, echo{Text: strings.Repeat("y", DefaultMaxMessageBytes)}); !errors.Is(err, ErrFrameTooLarge) {
+		t.Errorf("oversized request: %v, want ErrFrameTooLarge", err)
+	}
 	eventually(t, 5*time.Second, "B to record", func() bool {
-		return b.handled(t, TypeTaskRequest)-before["handled/task.request"] == 5
+		return b.handled(t, TypeTaskRequest)-before["handled/task.request"] == 6
 	})
 	b.assertDelta(t, before, map[string]float64{
-		"received/task.request":       5,
-		"handled/task.request":        5,
-		"errors/task.request/panic":   1,
-		"errors/task.request/handler": 2,
-		"sent/task.result":            1,
-		"sent/error":                  3,
+		"received/task.request":         6,
+		"handled/task.request":          6,
+		"errors/task.request/panic":     1,
+		"errors/task.request/handler":   2,
+		"errors/task.request/too_large": 1,
+		"sent/task.result":              1,
+		"sent/error":                    4,
 	})
 	// The node survived the panic.
 	if _, err := a.svc.Ping(ctx, b.h.ID()); err != nil {
