@@ -32,8 +32,9 @@ type ServiceConfig struct {
 	ReadTimeout time.Duration
 	// WriteTimeout bounds one frame write (default 10s).
 	WriteTimeout time.Duration
-	// IdleTimeout closes an inbound stream that carried no frame for this
-	// long and has nothing in flight (default 5m); the requester reopens.
+	// IdleTimeout closes an inbound stream that carried no frame for
+	// between IdleTimeout/2 and IdleTimeout and has nothing in flight
+	// (default 5m); the requester reopens transparently.
 	IdleTimeout time.Duration
 	// MaxConcurrentPerStream bounds handlers running for one stream
 	// (default 64); beyond it the stream is not read (backpressure).
