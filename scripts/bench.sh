@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs every benchmark quoted in docs/performance.md and writes raw results to
+# bench-results/ (one file per group). Medians: benchstat bench-results/*.txt
+# (go run golang.org/x/perf/cmd/benchstat@latest). COUNT and BENCHTIME may be
+# overridden; the defaults take roughly 15-25 minutes on 2 cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+COUNT="${COUNT:-5}"
+out=bench-results
+mkdir -p "$out"
+./scripts/test-deps.sh >/dev/null
+
+run() { # name package pattern [benchtime]
+	local name=$1 pkg=$2 pattern=$3 bt=${4:-1s}
+	echo "== $name ($pkg $pattern)" >&2
+	go test -run '^$' -bench "$pattern" -benchmem -count "$COUNT" -benchtime "$bt" -timeout 60m "$pkg" | tee "$out/$name.txt"
+}
+
+run overhead    ./internal/overhead      'BenchmarkInstrumentationOverhead'
+run storage-local ./internal/storage/local 'Benchmark(Put|Get)'
+run storage-redis ./internal/storage/redis 'Benchmark(Put|Get)'
+run p2p         ./internal/p2p           'Benchmark(Ping|MessagePingOverhead|MetricsMiddleware|Codec|FullMesh)'
+run tasks       ./internal/task          'Benchmark'
+run startup     ./cmd/p2p-agent          'BenchmarkStartupToReady' 5x
+echo "results in $out/" >&2
