@@ -42,7 +42,7 @@ func (s *syncBuffer) String() string {
 
 // startNode runs an in-process node on free loopback ports with the given
 // extra configuration flags, and stops it at cleanup.
-func startNode(t *testing.T, flags map[string]string) (*node.Node, *syncBuffer) {
+func startNode(t testing.TB, flags map[string]string) (*node.Node, *syncBuffer) {
 	t.Helper()
 	all := map[string]string{
 		"node.data_dir":           t.TempDir(),
