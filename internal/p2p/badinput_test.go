@@ -229,9 +229,15 @@ func TestBadInput(t *testing.T) {
 			if grown := ms.TotalAlloc - allocBefore; grown > 64<<20 {
 				t.Errorf("allocated %d bytes", grown)
 			}
+			handled, pongs := b.handled(t, TypePing), b.sent(TypePong)
 			if _, err := a.svc.Ping(ctx, b.h.ID()); err != nil {
 				t.Fatalf("node stopped answering pings: %v", err)
 			}
+			// B counts the pong after writing it, so A may see it first:
+			// wait, or the next case's baseline could miss it.
+			eventually(t, 5*time.Second, "B to record the ping", func() bool {
+				return b.handled(t, TypePing) == handled+1 && b.sent(TypePong) == pongs+1
+			})
 		})
 	}
 	waitGoroutines(t, baseline+2)

@@ -298,6 +298,14 @@ func (fr *frameReader) waitIdle() error {
 	return fr.setDeadline(dl)
 }
 
+// idleExpired reports whether err, returned between frames, is this
+// reader's own idle deadline passing, rather than a transport failure that
+// merely looks like a timeout (a QUIC connection's idle timeout: its peer
+// is gone).
+func (fr *frameReader) idleExpired(err error) bool {
+	return isTimeout(err) && !fr.deadline.IsZero() && !fr.frameDeadline && !time.Now().Before(fr.deadline)
+}
+
 // next returns the body of the next frame; it is valid until the following
 // call. started reports whether any byte of the frame had been received, so
 // the caller can tell a stream that ended (or idled) between frames from one

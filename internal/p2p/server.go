@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"io"
 	"sync"
 	"time"
 
@@ -88,26 +89,40 @@ func (is *inboundStream) readLoop() (graceful bool) {
 		body, started, err := fr.next()
 		if err != nil {
 			if !started {
-				// Between frames: the peer closed its side, we stopped
-				// reading, or the stream idled. An idle stream is kept
-				// while it still has requests in flight.
-				if isTimeout(err) && len(is.sem) > 0 && !is.isStopped() {
-					continue
+				switch {
+				case is.isStopped() || errors.Is(err, io.EOF):
+					// We stopped reading, or the peer closed its side
+					// after its last request (half-close): in-flight
+					// handlers still reply.
+					return true
+				case fr.idleExpired(err):
+					// An idle stream is kept while it still has
+					// requests in flight.
+					if len(is.sem) > 0 {
+						continue
+					}
+					return true
 				}
-				return true
+				// The stream was reset or its connection died (closed,
+				// or timed out by the transport): nobody is left to
+				// read a reply, so the handlers are cancelled.
+				s.log.Debug("inbound stream lost", "peer", is.from.String(), "err", err)
+				return false
 			}
 			reason := streamErrorReason(err)
 			s.rec.failed(metrics.Unknown, reason)
 			s.log.Debug("bad inbound frame", "peer", is.from.String(), "reason", reason, "err", err)
-			switch reason {
-			case "too_large", "malformed":
+			switch {
+			case reason == "too_large" || reason == "malformed":
 				// The stream cannot be resynchronised: answer, then close.
 				is.replyError("", reason, err)
 				return true
-			case "timeout":
-				return false
-			default: // truncated frame: the peer has gone
+			case errors.Is(err, io.ErrUnexpectedEOF) || is.isStopped():
+				// Truncated frame: the peer closed its side mid-frame;
+				// what it sent before still gets its replies.
 				return true
+			default: // stalled mid-frame, reset, or connection lost
+				return false
 			}
 		}
 		env, err := decodeEnvelope(body)
