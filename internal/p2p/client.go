@@ -105,6 +105,9 @@ func (s *Service) openOutbound(ctx context.Context, p peer.ID) (*outboundStream,
 	if p == s.lh.ID() {
 		return nil, fmt.Errorf("%w: %s is this node", ErrPeerUnreachable, p)
 	}
+	if !s.reachable(p) {
+		return nil, noAddressError(p)
+	}
 	st, err := s.lh.NewStream(ctx, p, protocol.ID(ProtocolID))
 	if err != nil {
 		if ctx.Err() != nil {

@@ -3,6 +3,9 @@ package p2p
 import (
 	"errors"
 	"fmt"
+	"strings"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Sentinel errors callers branch on with errors.Is.
@@ -83,3 +86,60 @@ var (
 	errBadVersion  = &messageError{reason: "malformed", code: CodeUnsupportedVersion, msg: "envelope version must be 1"}
 	errClosing     = &messageError{reason: "handler", code: CodeUnavailable, msg: "node is shutting down"}
 )
+
+// noAddressError reports a peer this node has no connection to and no
+// address for: nothing could be dialled.
+func noAddressError(p peer.ID) error {
+	return fmt.Errorf("%w: %s: no known address (give a full multiaddr)", ErrPeerUnreachable, p)
+}
+
+// oneLine flattens a multi-line message (go-libp2p's dial errors list one
+// failed address per line, "\n  * [addr] reason") to one line: lines are
+// trimmed of their indentation and list bullets and joined with "; ", or
+// with a space after a line ending in a colon.
+func oneLine(s string) string {
+	if !strings.ContainsAny(s, "\r\n") {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for line := range strings.Lines(strings.ReplaceAll(s, "\r", "\n")) {
+		line = strings.TrimSpace(line)
+		line = strings.TrimSpace(strings.TrimPrefix(line, "* "))
+		if line == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			if strings.HasSuffix(b.String(), ":") {
+				b.WriteByte(' ')
+			} else {
+				b.WriteString("; ")
+			}
+		}
+		b.WriteString(line)
+	}
+	return b.String()
+}
+
+// lineError is an error whose message was flattened to one line; errors.Is
+// and errors.As still see the original.
+type lineError struct {
+	msg string
+	err error
+}
+
+func (e *lineError) Error() string { return e.msg }
+func (e *lineError) Unwrap() error { return e.err }
+
+// singleLine returns err, wrapped so that its message is one line when it
+// was not.
+func singleLine(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	if !strings.ContainsAny(msg, "\r\n") {
+		return err
+	}
+	return &lineError{msg: oneLine(msg), err: err}
+}

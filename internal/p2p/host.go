@@ -23,8 +23,10 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/fx"
 )
 
 // Connection manager defaults (HostConfig.ConnLow, ConnHigh).
@@ -66,7 +68,25 @@ type HostConfig struct {
 	// PeerExchangeInterval is the period of the background peer-exchange
 	// round that spreads knowledge beyond direct neighbours (default 30s).
 	PeerExchangeInterval time.Duration
+	// QUICIdleTimeout bounds how long a QUIC connection survives without
+	// a packet from its peer (default DefaultQUICIdleTimeout): it is how
+	// fast a peer that vanished without closing (killed, unplugged) is
+	// noticed over QUIC, where no FIN or RST tells. It applies to the
+	// connections this host dials, on both ends (see quicTimeouts; the
+	// accepting end uses at least 5s). Keep-alives hold a live, idle peer.
+	QUICIdleTimeout time.Duration
 }
+
+// DefaultQUICIdleTimeout is the default HostConfig.QUICIdleTimeout: a
+// vanished QUIC peer is dropped 5 to 7.5 seconds after its last packet
+// (see quicTimeouts). go-libp2p's own settings (quic-go's default 30s,
+// keep-alive 15s) leave it "connected" for 30 to 45 seconds.
+const DefaultQUICIdleTimeout = 5 * time.Second
+
+// quicMinRemoteIdleTimeout is the smallest idle timeout quic-go accepts
+// from a peer (protocol.MinRemoteIdleTimeout): a listener, whose own config
+// go-libp2p does not expose, uses at least this.
+const quicMinRemoteIdleTimeout = 5 * time.Second
 
 func (c *HostConfig) defaults() {
 	if c.Logger == nil {
@@ -90,6 +110,30 @@ func (c *HostConfig) defaults() {
 	if c.PeerExchangeInterval <= 0 {
 		c.PeerExchangeInterval = 30 * time.Second
 	}
+	if c.QUICIdleTimeout <= 0 {
+		c.QUICIdleTimeout = DefaultQUICIdleTimeout
+	}
+}
+
+// quicTimeouts sets the idle timeout and keep-alive period of the QUIC
+// connections this host dials. go-libp2p v0.51 has no option for them:
+// its QUIC connection manager hands out the quic.Config it clones for every
+// dial (ClientConfig), and this sets it before the host can dial. The
+// listener's config cannot be reached, but QUIC applies the smaller of the
+// two idle timeouts the endpoints advertise (RFC 9000, 10.1) on both ends,
+// so an inbound connection from a node configured the same way gets the
+// same timeout (quic-go raises an advertised value below 5s to 5s). The
+// dialer sends keep-alive PINGs every idle/5, the listener every half of the
+// idle timeout: a peer that vanishes is dropped by the dialer within
+// 1.2 x idle, by the listener within 1.5 x idle, of its last packet.
+// WithFxOption is marked experimental by go-libp2p: TestQUICDeadPeerDetected
+// fails if an upgrade stops this from taking effect.
+func quicTimeouts(idle time.Duration) libp2p.Option {
+	return libp2p.WithFxOption(fx.Invoke(func(cm *quicreuse.ConnManager) {
+		c := cm.ClientConfig()
+		c.MaxIdleTimeout = idle
+		c.KeepAlivePeriod = idle / 5
+	}))
 }
 
 // Host is the node's libp2p host with its discovery loops: bootstrap
@@ -161,6 +205,7 @@ func NewHost(ctx context.Context, priv crypto.PrivKey, cfg HostConfig) (*Host, e
 		listen,
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
+		quicTimeouts(cfg.QUICIdleTimeout),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),

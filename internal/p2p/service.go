@@ -219,19 +219,25 @@ func (s *Service) Connect(ctx context.Context, ai peer.AddrInfo) error {
 	if ai.ID == s.lh.ID() {
 		return fmt.Errorf("%w: %s is this node", ErrPeerUnreachable, ai.ID)
 	}
-	if len(ai.Addrs) == 0 && s.lh.Network().Connectedness(ai.ID) != network.Connected &&
-		len(s.lh.Peerstore().Addrs(ai.ID)) == 0 {
-		return fmt.Errorf("%w: %s: no known address (give a full multiaddr)", ErrPeerUnreachable, ai.ID)
+	if len(ai.Addrs) == 0 && !s.reachable(ai.ID) {
+		return noAddressError(ai.ID)
 	}
 	if err := s.lh.Connect(network.WithForceDirectDial(ctx, "requested"), ai); err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrPeerUnreachable, ai.ID, err)
+		return singleLine(fmt.Errorf("%w: %s: %w", ErrPeerUnreachable, ai.ID, err))
 	}
 	return nil
 }
 
+// reachable reports whether p is connected or has an address to dial.
+func (s *Service) reachable(p peer.ID) bool {
+	return s.lh.Network().Connectedness(p) == network.Connected || len(s.lh.Peerstore().Addrs(p)) > 0
+}
+
 // Request sends a message of type typ with payload to p and waits for the
 // response. An "error" response is returned as a *RemoteError. Without a
-// deadline on ctx, RequestTimeout applies.
+// deadline on ctx, RequestTimeout applies. Errors are one line long; a
+// peer with neither a connection nor a known address fails at once with
+// ErrPeerUnreachable.
 func (s *Service) Request(ctx context.Context, p peer.ID, typ string, payload any) (*Envelope, error) {
 	env, err := NewEnvelope(typ, payload)
 	if err != nil {
@@ -262,7 +268,7 @@ func (s *Service) Send(ctx context.Context, p peer.ID, env *Envelope) (*Envelope
 	for attempt := 0; ; attempt++ {
 		ob, err := s.outboundTo(ctx, p, deadline)
 		if err != nil {
-			return nil, fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err)
+			return nil, singleLine(fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err))
 		}
 		resp, err := ob.roundTrip(ctx, env, frame, deadline)
 		if err != nil {
@@ -270,14 +276,14 @@ func (s *Service) Send(ctx context.Context, p peer.ID, env *Envelope) (*Envelope
 				s.log.Debug("retrying request on a new stream", "peer", p.String(), "type", env.Type, "err", err)
 				continue
 			}
-			return nil, fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err)
+			return nil, singleLine(fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err))
 		}
 		if resp.Type == TypeError {
 			var ep ErrorPayload
 			if err := resp.DecodePayload(&ep); err != nil {
 				return nil, fmt.Errorf("p2p: %s request to %s: error reply: %w", env.Type, p, err)
 			}
-			return nil, &RemoteError{Code: ep.Code, Message: ep.Message}
+			return nil, &RemoteError{Code: ep.Code, Message: oneLine(ep.Message)}
 		}
 		return resp, nil
 	}
