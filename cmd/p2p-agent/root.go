@@ -8,12 +8,12 @@ import (
 	"net/http"
 	"os"
 	"runtime/debug"
-	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/api"
 	"github.com/p2p-ai-agents/p2p-agent/internal/config"
+	"github.com/p2p-ai-agents/p2p-agent/internal/oneline"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
 )
 
@@ -94,7 +94,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if !isOurs(err) {
 			err = usageError{err}
 		}
-		fmt.Fprintf(stderr, "p2p-agent: %s\n", oneLine(msg))
+		fmt.Fprintf(stderr, "p2p-agent: %s\n", oneline.Flatten(msg))
 	}
 	return exitCode(err)
 }
@@ -114,10 +114,6 @@ type runError struct{ err error }
 
 func (e runError) Error() string { return e.err.Error() }
 func (e runError) Unwrap() error { return e.err }
-
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
-}
 
 // wrapRun tags errors from command bodies so they are not mistaken for
 // cobra's usage errors.

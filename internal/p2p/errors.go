@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/oneline"
 )
 
 // Sentinel errors callers branch on with errors.Is.
@@ -93,34 +95,6 @@ func noAddressError(p peer.ID) error {
 	return fmt.Errorf("%w: %s: no known address (give a full multiaddr)", ErrPeerUnreachable, p)
 }
 
-// oneLine flattens a multi-line message (go-libp2p's dial errors list one
-// failed address per line, "\n  * [addr] reason") to one line: lines are
-// trimmed of their indentation and list bullets and joined with "; ", or
-// with a space after a line ending in a colon.
-func oneLine(s string) string {
-	if !strings.ContainsAny(s, "\r\n") {
-		return s
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	for line := range strings.Lines(strings.ReplaceAll(s, "\r", "\n")) {
-		line = strings.TrimSpace(line)
-		line = strings.TrimSpace(strings.TrimPrefix(line, "* "))
-		if line == "" {
-			continue
-		}
-		if b.Len() > 0 {
-			if strings.HasSuffix(b.String(), ":") {
-				b.WriteByte(' ')
-			} else {
-				b.WriteString("; ")
-			}
-		}
-		b.WriteString(line)
-	}
-	return b.String()
-}
-
 // lineError is an error whose message was flattened to one line; errors.Is
 // and errors.As still see the original.
 type lineError struct {
@@ -141,5 +115,5 @@ func singleLine(err error) error {
 	if !strings.ContainsAny(msg, "\r\n") {
 		return err
 	}
-	return &lineError{msg: oneLine(msg), err: err}
+	return &lineError{msg: oneline.Flatten(msg), err: err}
 }

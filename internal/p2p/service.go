@@ -17,6 +17,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/oneline"
 )
 
 // ServiceConfig configures NewService; zero values take the defaults.
@@ -283,7 +284,7 @@ func (s *Service) Send(ctx context.Context, p peer.ID, env *Envelope) (*Envelope
 			if err := resp.DecodePayload(&ep); err != nil {
 				return nil, fmt.Errorf("p2p: %s request to %s: error reply: %w", env.Type, p, err)
 			}
-			return nil, &RemoteError{Code: ep.Code, Message: oneLine(ep.Message)}
+			return nil, &RemoteError{Code: ep.Code, Message: oneline.Flatten(ep.Message)}
 		}
 		return resp, nil
 	}

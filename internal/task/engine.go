@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/oneline"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 )
 
@@ -549,7 +550,7 @@ func (e *Engine) fanOut(ctx context.Context, rec Record, req SubmitRequest, peer
 			}
 		}
 		if a.err != nil {
-			out.Failed = append(out.Failed, PeerError{Peer: a.peer.String(), Error: oneLine(a.err.Error())})
+			out.Failed = append(out.Failed, PeerError{Peer: a.peer.String(), Error: oneline.Flatten(a.err.Error())})
 			lastCode = a.code
 			continue
 		}
@@ -669,40 +670,11 @@ func finish(rec Record, res json.RawMessage, code string, err error) Record {
 		rec.StartedAt = rec.FinishedAt
 	}
 	if err != nil {
-		rec.State, rec.Result, rec.Error, rec.Code = StateFailed, nil, oneLine(err.Error()), cmp.Or(code, CodeError)
+		rec.State, rec.Result, rec.Error, rec.Code = StateFailed, nil, oneline.Flatten(err.Error()), cmp.Or(code, CodeError)
 		return rec
 	}
 	rec.State, rec.Result, rec.Error, rec.Code = StateSucceeded, res, "", ""
 	return rec
-}
-
-// oneLine flattens a multi-line error message to one line, as a record's
-// error must be (go-libp2p's dial errors list one failed address per line,
-// "\n  * [addr] reason"): lines are trimmed of their indentation and list
-// bullets and joined with "; ", or with a space after a line ending in a
-// colon.
-func oneLine(s string) string {
-	if !strings.ContainsAny(s, "\r\n") {
-		return s
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	for line := range strings.Lines(strings.ReplaceAll(s, "\r", "\n")) {
-		line = strings.TrimSpace(line)
-		line = strings.TrimSpace(strings.TrimPrefix(line, "* "))
-		if line == "" {
-			continue
-		}
-		if b.Len() > 0 {
-			if strings.HasSuffix(b.String(), ":") {
-				b.WriteByte(' ')
-			} else {
-				b.WriteString("; ")
-			}
-		}
-		b.WriteString(line)
-	}
-	return b.String()
 }
 
 // persistRunning stores an intermediate state; a failure is logged, not fatal.
