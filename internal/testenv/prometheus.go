@@ -59,23 +59,6 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// ToolPath returns the path of an operator tool (prometheus, promtool), or
-// ends the test: with t.Fatal under CI (env CI set), where a missing tool is a
-// broken machine, else with t.Skip.
-func ToolPath(t testing.TB, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	msg := fmt.Sprintf("%s not found in PATH (install the prometheus package): %v", name, err)
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
 // StartPrometheus writes configYAML to prometheus.yml in a temp directory and
 // runs the real prometheus binary on it, with its TSDB in a temp directory and
 // its web server on a free 127.0.0.1 port. It returns once /-/ready answers

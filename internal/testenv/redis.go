@@ -47,29 +47,13 @@ type redisProc struct {
 	exited chan struct{} // closed when the process has been reaped
 }
 
-// redisBinary returns the path of a Redis tool, or ends the test: with t.Fatal
-// under CI (env CI set), where a missing tool is a broken machine, else with
-// t.Skip.
-func redisBinary(t testing.TB, name string) string {
-	t.Helper()
-	path, err := exec.LookPath(name)
-	if err == nil {
-		return path
-	}
-	msg := fmt.Sprintf("%s not found in PATH (install the redis-server/redis-tools package): %v", name, err)
-	if os.Getenv("CI") != "" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
 
 // StartRedis starts a redis-server on a free loopback port, waits until it
 // answers PING and stops it when the test ends. It never touches a Redis the
 // machine already runs (for example on 6379).
 func StartRedis(t testing.TB) *Redis {
 	t.Helper()
-	r := &Redis{t: t, bin: redisBinary(t, "redis-server"), dir: t.TempDir()}
+	r := &Redis{t: t, bin: ToolPath(t, "redis-server"), dir: t.TempDir()}
 	r.startFresh()
 	return r
 }
@@ -282,8 +266,8 @@ func StartRedisCluster(t testing.TB, masters int) *RedisCluster {
 	if masters < 3 {
 		t.Fatalf("StartRedisCluster: a Redis Cluster needs at least 3 masters, got %d", masters)
 	}
-	bin := redisBinary(t, "redis-server")
-	cli := redisBinary(t, "redis-cli")
+	bin := ToolPath(t, "redis-server")
+	cli := ToolPath(t, "redis-cli")
 	c := &RedisCluster{}
 	for i := 0; i < masters; i++ {
 		n := &Redis{t: t, bin: bin, dir: t.TempDir(), cluster: true}
