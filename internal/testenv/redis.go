@@ -47,7 +47,6 @@ type redisProc struct {
 	exited chan struct{} // closed when the process has been reaped
 }
 
-
 // StartRedis starts a redis-server on a free loopback port, waits until it
 // answers PING and stops it when the test ends. It never touches a Redis the
 // machine already runs (for example on 6379).
