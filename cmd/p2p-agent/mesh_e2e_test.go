@@ -241,14 +241,14 @@ func TestMeshOfThreeBinaries(t *testing.T) {
 	// 3. SIGKILL C: its peers see it gone. How fast depends on the
 	// transport: a killed process's TCP sockets are closed by the kernel
 	// (FIN/RST), so a TCP peer notices at once; UDP gives no such signal,
-	// and QUIC (quic-go as go-libp2p configures it: keep-alive 15s, idle
-	// timeout 30s) only notices when the idle timeout expires, 30s after
-	// C's last packet. A's only connection to C is C's bootstrap dial to
-	// A's TCP address: A gets a short deadline. B and C met through peer
-	// exchange, and go-libp2p's dial ranker prefers QUIC: B gets the idle
-	// timeout plus a margin (the address shown is one connection of
-	// possibly two, so it does not choose the deadline).
-	deadlineFor := map[string]time.Duration{"A": 10 * time.Second, "B": 45 * time.Second}
+	// and QUIC only notices when its idle timeout expires (the host sets
+	// 5s with 1s keep-alives; a listener notices within 7.5s of C's last
+	// packet, see p2p.HostConfig.QUICIdleTimeout). A's only connection to C
+	// is C's bootstrap dial to A's TCP address: A gets a short deadline. B
+	// and C met through peer exchange, and go-libp2p's dial ranker prefers
+	// QUIC: B gets the idle timeout plus a margin (the address shown is one
+	// connection of possibly two, so it does not choose the deadline).
+	deadlineFor := map[string]time.Duration{"A": 10 * time.Second, "B": 15 * time.Second}
 	for _, name := range []string{"A", "B"} {
 		ps, err := peersOf(t, nodes[name])
 		if err != nil {
