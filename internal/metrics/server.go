@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/time/rate"
 )
 
@@ -41,6 +43,7 @@ type Server struct {
 	cfg   ServerConfig
 	http  *http.Server
 	ln    net.Listener
+	tls   bool // the web config enables TLS
 	ready func() bool
 	log   *slog.Logger
 
@@ -134,6 +137,11 @@ func (s *Server) Start() error {
 		if err := web.Validate(s.cfg.WebConfigFile); err != nil {
 			return fmt.Errorf("metrics.web_config_file %s: %w", s.cfg.WebConfigFile, err)
 		}
+		tlsOn, err := webConfigHasTLS(s.cfg.WebConfigFile)
+		if err != nil {
+			return fmt.Errorf("metrics.web_config_file %s: %w", s.cfg.WebConfigFile, err)
+		}
+		s.tls = tlsOn
 	}
 	ln, err := net.Listen("tcp", s.cfg.Listen)
 	if err != nil {
@@ -175,7 +183,7 @@ func (s *Server) URL() string {
 		return ""
 	}
 	scheme := "http"
-	if s.cfg.WebConfigFile != "" {
+	if s.tls {
 		scheme = "https"
 	}
 	return scheme + "://" + displayAddr(s.ln.Addr().String()) + s.cfg.Path
@@ -201,4 +209,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.http.Shutdown(ctx)
 	s.serveWG.Wait()
 	return err
+}
+
+// webConfigHasTLS reports whether an exporter-toolkit web config enables TLS
+// (a tls_server_config with a certificate), as opposed to basic auth alone.
+func webConfigHasTLS(path string) (bool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false, err
+	}
+	var c struct {
+		TLS struct {
+			CertFile string `yaml:"cert_file"`
+			Cert     string `yaml:"cert"`
+		} `yaml:"tls_server_config"`
+	}
+	if err := yaml.Unmarshal(data, &c); err != nil {
+		return false, err
+	}
+	return c.TLS.CertFile != "" || c.TLS.Cert != "", nil
 }

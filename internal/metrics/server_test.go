@@ -353,3 +353,32 @@ func TestLabelValuesFromClosedSets(t *testing.T) {
 		t.Error("TaskType/ErrorReason closed set broken")
 	}
 }
+
+func TestBasicAuthWithoutTLS(t *testing.T) {
+	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	webCfg := filepath.Join(t.TempDir(), "web.yml")
+	if err := os.WriteFile(webCfg, []byte(fmt.Sprintf("basic_auth_users:\n  scraper: %s\n", hash)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startServer(t, metrics.ServerConfig{WebConfigFile: webCfg}, nil)
+	if !strings.HasPrefix(srv.URL(), "http://") {
+		t.Fatalf("URL() = %s, want http:// (no TLS configured)", srv.URL())
+	}
+	resp, _ := get(t, http.DefaultClient, srv.URL(), nil)
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("no credentials: %d, want 401", resp.StatusCode)
+	}
+	req, _ := http.NewRequest(http.MethodGet, srv.URL(), nil)
+	req.SetBasicAuth("scraper", "pw")
+	r2, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	if r2.StatusCode != 200 {
+		t.Fatalf("with credentials: %d", r2.StatusCode)
+	}
+}
