@@ -412,3 +412,56 @@ func TestAPIErrorCodes(t *testing.T) {
 		t.Fatalf("escaped key round trip = %q, %v", v, err)
 	}
 }
+
+// TestRedisOutageAtNodeLevel kills the node's Redis mid-run: the node stays
+// up, storage answers 503 within the retry budget and every failed
+// operation is counted; when Redis returns the same node serves again.
+func TestRedisOutageAtNodeLevel(t *testing.T) {
+	r := testenv.StartRedis(t)
+	n, logs := startNode(t, map[string]string{
+		"storage.backend":             "redis",
+		"storage.redis.addrs":         r.Addr(),
+		"storage.redis.max_retries":   "2",
+		"storage.redis.retry_backoff": "20ms",
+		"storage.redis.dial_timeout":  "200ms",
+	})
+	ctx := context.Background()
+	c := client(n)
+	if err := c.Put(ctx, "before", []byte("1"), ""); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := testenv.Scrape(t, nil, n.MetricsURL())
+
+	r.Kill()
+	const failing = 3
+	for i := 0; i < failing; i++ {
+		err := c.Put(ctx, "during", []byte("x"), "")
+		if ae, ok := err.(*api.Error); !ok || ae.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("put during outage: %v, want 503", err)
+		}
+	}
+	st, err := c.Status(ctx)
+	if err != nil || st.State != "active" {
+		t.Fatalf("node during outage: %+v, %v", st, err)
+	}
+	mid, _ := testenv.Scrape(t, nil, n.MetricsURL())
+	l := testenv.L("operation", "put", "backend", "redis")
+	if d := mid.Value("storage_operation_errors_total", l) - before.Value("storage_operation_errors_total", l); d != failing {
+		t.Fatalf("storage_operation_errors_total{put,redis} rose by %v, want %d", d, failing)
+	}
+	// one warning per outage, not one per failed operation
+	if got := strings.Count(logs.String(), "Redis unavailable"); got != 1 {
+		t.Fatalf("%d outage warnings for %d failed operations, want 1", got, failing)
+	}
+
+	r.Restart()
+	testenv.Eventually(t, 20*time.Second, func() error {
+		return c.Put(ctx, "after", []byte("2"), "")
+	})
+	if v, err := c.Get(ctx, "after", ""); err != nil || string(v) != "2" {
+		t.Fatalf("get after recovery = %q, %v", v, err)
+	}
+	if !strings.Contains(logs.String(), "Redis available again") {
+		t.Fatal("no recovery log line")
+	}
+}
