@@ -112,7 +112,10 @@ type Messages struct {
 	Errors   *prometheus.CounterVec
 	Sent     *prometheus.CounterVec
 
-	byType  map[string]*TypeMetrics
+	// types and byType are parallel: a linear scan of five short strings
+	// (length first, then bytes) is cheaper than hashing for a map lookup.
+	types   []string
+	byType  []*TypeMetrics
 	unknown *TypeMetrics
 }
 
@@ -155,7 +158,6 @@ func NewMessages(reg prometheus.Registerer) *Messages {
 			Name: "messages_sent_total",
 			Help: "Messages written to peers (requests and responses), by message type.",
 		}, []string{"type"}),
-		byType: make(map[string]*TypeMetrics, len(MessageTypes)+1),
 	}
 	reg.MustRegister(m.Received, m.Duration, m.Errors, m.Sent)
 	for _, t := range append(append([]string(nil), MessageTypes...), Unknown) {
@@ -169,17 +171,23 @@ func NewMessages(reg prometheus.Registerer) *Messages {
 			mt.errors[r] = m.Errors.WithLabelValues(t, r)
 		}
 		mt.errUnk = m.Errors.WithLabelValues(t, Unknown)
-		m.byType[t] = mt
+		if t == Unknown {
+			m.unknown = mt
+			continue
+		}
+		m.types = append(m.types, t)
+		m.byType = append(m.byType, mt)
 	}
-	m.unknown = m.byType[Unknown]
 	return m
 }
 
 // For returns the pre-resolved children of message type t; a type outside the
 // closed set gets the "unknown" children. It does not allocate.
 func (m *Messages) For(t string) *TypeMetrics {
-	if mt, ok := m.byType[t]; ok {
-		return mt
+	for i, k := range m.types {
+		if k == t {
+			return m.byType[i]
+		}
 	}
 	return m.unknown
 }

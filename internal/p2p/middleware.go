@@ -7,7 +7,6 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -37,9 +36,9 @@ func MetricsMiddleware(m *metrics.Messages) Middleware {
 		return func(ctx context.Context, from peer.ID, req *Envelope) (*Envelope, error) {
 			tm := m.For(req.Type)
 			tm.Received.Inc()
-			start := time.Now()
+			start := metrics.Now()
 			resp, err := next(ctx, from, req)
-			tm.Duration.Observe(time.Since(start).Seconds())
+			tm.Duration.Observe(metrics.Since(start))
 			if err != nil {
 				tm.Error(errorReason(err)).Inc()
 			}
