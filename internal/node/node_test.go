@@ -398,6 +398,7 @@ func TestAPIErrorCodes(t *testing.T) {
 		{"bad task json", "POST", "/api/v1/tasks", []byte("{not json"), 400},
 		{"unknown task type", "POST", "/api/v1/tasks", []byte(`{"type":"rm.rf","input":{}}`), 400},
 		{"task input not object", "POST", "/api/v1/tasks", []byte(`{"type":"text.chunk","input":"x"}`), 400},
+		{"task input over p2p.max_message_bytes", "POST", "/api/v1/tasks", append(append([]byte(`{"type":"text.chunk","input":{"text":"`), bytes.Repeat([]byte("x"), 1<<20)...), []byte(`"}}`)...), 413},
 		{"unknown task", "GET", "/api/v1/tasks/0123456789abcdef0123456789abcdef", nil, 404},
 		{"ping bad peer", "POST", "/api/v1/ping", []byte(`{"peer":"not-a-peer"}`), 400},
 		{"no route", "GET", "/api/v2/nothing", nil, 404},
