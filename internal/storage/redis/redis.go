@@ -262,101 +262,80 @@ func (s *Store) pause(attempt int) time.Duration {
 }
 
 func (s *Store) ping(ctx context.Context) error {
-	for attempt := 0; ; attempt++ {
-		var err error
+	return s.retry(ctx, "ping "+s.target, func() error {
 		if s.cluster != nil {
-			err = s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			return s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
 				return c.Ping(ctx).Err()
 			})
-		} else {
-			err = s.single.Ping(ctx).Err()
 		}
-		if err == nil {
-			s.ok()
-			return nil
-		}
-		if err := s.retryOrFail(ctx, "ping "+s.target, attempt, err); err != nil {
-			return err
-		}
-	}
+		return s.single.Ping(ctx).Err()
+	})
 }
 
 // Get returns the value of key, or an error wrapping storage.ErrNotFound.
 // Eventual reads may be served by a replica in cluster mode; every other
 // level reads from the primary.
 func (s *Store) Get(ctx context.Context, key string, c storage.Consistency) ([]byte, error) {
-	if s.closed.Load() {
-		return nil, storage.ErrClosed
-	}
 	cl := s.client
 	if c == storage.Eventual {
 		cl = s.reader
 	}
 	k := s.prefix + key
-	for attempt := 0; ; attempt++ {
-		v, err := cl.Get(ctx, k).Result()
-		if err == nil {
-			s.ok()
-			return []byte(v), nil
-		}
-		if errors.Is(err, redis.Nil) {
-			s.ok()
-			return nil, storage.ErrNotFound
-		}
-		if err := s.retryOrFail(ctx, "get", attempt, err); err != nil {
-			return nil, err
-		}
+	var v string
+	err := s.retry(ctx, "get", func() (err error) {
+		v, err = cl.Get(ctx, k).Result()
+		return err
+	})
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil, storage.ErrNotFound
+	case err != nil:
+		return nil, err
 	}
+	return []byte(v), nil
 }
 
 // Put stores value under key. A Strong write with MinReplicas set also
 // waits for that many replicas to acknowledge it.
 func (s *Store) Put(ctx context.Context, key string, value []byte, c storage.Consistency) error {
-	if s.closed.Load() {
-		return storage.ErrClosed
-	}
-	k := s.prefix + key
-	wait := c == storage.Strong && s.minReplicas > 0
-	for attempt := 0; ; attempt++ {
-		var err error
-		if wait {
-			err = s.writeAndWait(ctx, k, func(ctx context.Context, cn *redis.Conn) error {
-				return cn.Set(ctx, k, value, 0).Err()
-			})
-		} else {
-			err = s.client.Set(ctx, k, value, 0).Err()
-		}
-		if err == nil {
-			s.ok()
-			return nil
-		}
-		if err := s.retryOrFail(ctx, "put", attempt, err); err != nil {
-			return err
-		}
-	}
+	return s.write(ctx, "put", s.prefix+key, c, func(ctx context.Context, cmd redis.Cmdable, k string) error {
+		return cmd.Set(ctx, k, value, 0).Err()
+	})
 }
 
 // Delete removes key; deleting a missing key succeeds.
 func (s *Store) Delete(ctx context.Context, key string, c storage.Consistency) error {
+	return s.write(ctx, "delete", s.prefix+key, c, func(ctx context.Context, cmd redis.Cmdable, k string) error {
+		return cmd.Del(ctx, k).Err()
+	})
+}
+
+// write runs one write command on key k with retries. A Strong write with
+// MinReplicas set runs it and WAIT on one connection of the key's primary.
+func (s *Store) write(ctx context.Context, op, k string, c storage.Consistency, cmd func(context.Context, redis.Cmdable, string) error) error {
+	wait := c == storage.Strong && s.minReplicas > 0
+	return s.retry(ctx, op, func() error {
+		if wait {
+			return s.writeAndWait(ctx, k, func(ctx context.Context, cn *redis.Conn) error { return cmd(ctx, cn, k) })
+		}
+		return cmd(ctx, s.client, k)
+	})
+}
+
+// retry runs attempt until it succeeds, fails for good, or the retry
+// budget is spent (see retryOrFail). redis.Nil (a missing key) is a
+// successful round trip and is returned as is.
+func (s *Store) retry(ctx context.Context, op string, attempt func() error) error {
 	if s.closed.Load() {
 		return storage.ErrClosed
 	}
-	k := s.prefix + key
-	wait := c == storage.Strong && s.minReplicas > 0
-	for attempt := 0; ; attempt++ {
-		var err error
-		if wait {
-			err = s.writeAndWait(ctx, k, func(ctx context.Context, cn *redis.Conn) error {
-				return cn.Del(ctx, k).Err()
-			})
-		} else {
-			err = s.client.Del(ctx, k).Err()
-		}
-		if err == nil {
+	for n := 0; ; n++ {
+		err := attempt()
+		if err == nil || errors.Is(err, redis.Nil) {
 			s.ok()
-			return nil
+			return err
 		}
-		if err := s.retryOrFail(ctx, "delete", attempt, err); err != nil {
+		if err := s.retryOrFail(ctx, op, n, err); err != nil {
 			return err
 		}
 	}
@@ -405,20 +384,16 @@ func (s *Store) writeAndWait(ctx context.Context, k string, write func(context.C
 // It SCANs every primary for the escaped prefix, then fetches the values;
 // keys deleted between the two steps are left out.
 func (s *Store) List(ctx context.Context, prefix string, _ storage.Consistency) ([]storage.KV, error) {
-	if s.closed.Load() {
-		return nil, storage.ErrClosed
-	}
 	pattern := EscapeGlob(s.prefix+prefix) + "*"
-	for attempt := 0; ; attempt++ {
-		kvs, err := s.list(ctx, pattern)
-		if err == nil {
-			s.ok()
-			return kvs, nil
-		}
-		if err := s.retryOrFail(ctx, "list", attempt, err); err != nil {
-			return nil, err
-		}
+	var kvs []storage.KV
+	err := s.retry(ctx, "list", func() (err error) {
+		kvs, err = s.list(ctx, pattern)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
+	return kvs, nil
 }
 
 func (s *Store) list(ctx context.Context, pattern string) ([]storage.KV, error) {
