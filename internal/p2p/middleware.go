@@ -47,27 +47,24 @@ func MetricsMiddleware(m *metrics.Messages) Middleware {
 	}
 }
 
-// errorReason maps an error to its metrics.ErrorReasons value without
-// allocating.
+// errorReason maps a handler error to its metrics.ErrorReasons value
+// without allocating; an error of no known class is "handler".
 func errorReason(err error) string {
 	for e := err; e != nil; e = errors.Unwrap(e) {
 		if me, ok := e.(*messageError); ok {
 			return me.reason
 		}
 	}
-	switch {
-	case errors.Is(err, ErrFrameTooLarge):
-		return "too_large"
-	case errors.Is(err, ErrMalformed):
-		return "malformed"
-	case isTimeout(err):
-		return "timeout"
-	}
-	return "handler"
+	return classifyReason(err, "handler")
 }
 
-// streamErrorReason classifies a read failure inside a frame.
-func streamErrorReason(err error) string {
+// streamErrorReason classifies a read failure inside a frame; an error of
+// no known class is "stream".
+func streamErrorReason(err error) string { return classifyReason(err, "stream") }
+
+// classifyReason returns the reason of the error classes shared by handlers
+// and streams, or fallback.
+func classifyReason(err error, fallback string) string {
 	switch {
 	case errors.Is(err, ErrFrameTooLarge):
 		return "too_large"
@@ -76,7 +73,7 @@ func streamErrorReason(err error) string {
 	case isTimeout(err):
 		return "timeout"
 	}
-	return "stream"
+	return fallback
 }
 
 func isTimeout(err error) bool {
