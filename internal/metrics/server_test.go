@@ -127,13 +127,7 @@ func TestMetricsEndpointServesCatalogue(t *testing.T) {
 		t.Fatal("OpenMetrics body does not end with # EOF")
 	}
 
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("promtool missing under CI")
-		}
-		t.Skip("promtool not installed")
-	}
+	promtool := testenv.ToolPath(t, "promtool") // fails under CI when missing
 	_, body = get(t, http.DefaultClient, url, nil)
 	cmd := exec.Command(promtool, "check", "metrics")
 	cmd.Stdin = bytes.NewReader(body)

@@ -30,9 +30,7 @@ func cli(t *testing.T, n *testenv.Node, args ...string) string {
 // must show the traffic on both nodes, every rule must evaluate cleanly, and
 // the healthy fleet must raise no alert.
 func TestLiveFleet(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts two nodes, redis-server and prometheus")
-	}
+	testenv.SkipIfShort(t, "starts two nodes, redis-server and prometheus")
 	testenv.ToolPath(t, "prometheus") // skip (or fail under CI) before building anything
 	rules, dash, doc := loadRules(t), loadDashboard(t), parseCatalogue(t)
 

@@ -9,6 +9,7 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage/local"
+	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
 )
 
 // metricsNode is the metrics half of a node, assembled in process from the
@@ -84,9 +85,7 @@ func (n *metricsNode) traffic(t *testing.T) {
 // be accepted, show the traffic and raise no alert. TestLiveFleet does the
 // same against real p2p-agent processes.
 func TestKitAgainstMetricsServers(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts prometheus")
-	}
+	testenv.SkipIfShort(t, "starts prometheus")
 	rules, dash, doc := loadRules(t), loadDashboard(t), parseCatalogue(t)
 	a := startMetricsNode(t, "12D3KooWOpskitNodeA")
 	b := startMetricsNode(t, "12D3KooWOpskitNodeB")

@@ -24,3 +24,17 @@ func ToolPath(t testing.TB, name string) string {
 	t.Skip(msg)
 	return ""
 }
+
+// SkipIfShort skips a test that starts real services or processes when the
+// suite runs with -short, for a quick local loop. Under CI (env CI set) such
+// a test must run: -short there is a mistake and fails the test instead.
+func SkipIfShort(t testing.TB, what string) {
+	t.Helper()
+	if !testing.Short() {
+		return
+	}
+	if os.Getenv("CI") != "" {
+		t.Fatalf("-short under CI would skip a test that %s", what)
+	}
+	t.Skip("-short: this test " + what)
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage/local"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage/storagetest"
+	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
 )
 
 func openTemp(t testing.TB) *local.Store {
@@ -275,9 +276,7 @@ func TestCrashChild(t *testing.T) {
 // TestCrashSafety kills a writer process with SIGKILL mid-stream and checks
 // that every Strong write it acknowledged survived.
 func TestCrashSafety(t *testing.T) {
-	if testing.Short() {
-		t.Skip("spawns a child process")
-	}
+	testenv.SkipIfShort(t, "spawns a child process")
 	dir := filepath.Join(t.TempDir(), "store")
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
