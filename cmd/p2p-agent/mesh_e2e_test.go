@@ -64,33 +64,6 @@ func poll(t *testing.T, d, interval time.Duration, f func() error) time.Time {
 	}
 }
 
-type delta struct {
-	name   string
-	labels map[string]string
-	want   float64
-}
-
-// checkDeltas compares counter deltas between two scrapes exactly.
-func checkDeltas(before, after testenv.Families, ds []delta) error {
-	var errs []string
-	for _, d := range ds {
-		got := after.Value(d.name, d.labels) - before.Value(d.name, d.labels)
-		if got != d.want {
-			errs = append(errs, fmt.Sprintf("%s%v rose by %v, want %v", d.name, d.labels, got, d.want))
-		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%s", strings.Join(errs, "; "))
-	}
-	return nil
-}
-
-func histDelta(before, after testenv.Families, name string, labels map[string]string) uint64 {
-	c0, _ := before.HistCount(name, labels)
-	c1, _ := after.HistCount(name, labels)
-	return c1 - c0
-}
-
 // TestMeshOfThreeBinaries starts three real processes, B and C knowing only
 // A, and checks that they become a full mesh (peer exchange), that ping
 // goes through the CLI and moves exactly the documented counters on both
@@ -180,16 +153,16 @@ func TestMeshOfThreeBinaries(t *testing.T) {
 	// read, without a handler, so they have no processing duration).
 	// All of A's counting happens before the CLI gets its answer.
 	a1, _ := testenv.Scrape(t, nil, a.MetricsURL)
-	if err := checkDeltas(a0, a1, []delta{
-		{"messages_sent_total", testenv.L("type", "ping"), 5},
-		{"messages_received_total", testenv.L("type", "pong"), 5},
-		{"messages_received_total", testenv.L("type", "ping"), 0},
-		{"messages_sent_total", testenv.L("type", "pong"), 0},
-		{"messages_received_total", testenv.L("type", "unknown"), 0},
+	if err := testenv.CheckDeltas(a0, a1, []testenv.Delta{
+		{Name: "messages_sent_total", Labels: testenv.L("type", "ping"), Want: 5},
+		{Name: "messages_received_total", Labels: testenv.L("type", "pong"), Want: 5},
+		{Name: "messages_received_total", Labels: testenv.L("type", "ping"), Want: 0},
+		{Name: "messages_sent_total", Labels: testenv.L("type", "pong"), Want: 0},
+		{Name: "messages_received_total", Labels: testenv.L("type", "unknown"), Want: 0},
 	}); err != nil {
 		t.Error("requester A: " + err.Error())
 	}
-	if d := histDelta(a0, a1, "message_processing_duration_seconds", testenv.L("type", "pong")); d != 0 {
+	if d := testenv.HistDelta(a0, a1, "message_processing_duration_seconds", testenv.L("type", "pong")); d != 0 {
 		t.Errorf("requester A: processing duration of pong observed %d times, want 0 (responses are not handled)", d)
 	}
 	// C, the responder: counted by the middleware and the frame writer. The
@@ -197,15 +170,15 @@ func TestMeshOfThreeBinaries(t *testing.T) {
 	// after the reply, so the last one may land just after A got its pong.
 	testenv.Eventually(t, 10*time.Second, func() error {
 		c1, _ := testenv.Scrape(t, nil, c.MetricsURL)
-		if d := histDelta(c0, c1, "message_processing_duration_seconds", testenv.L("type", "ping")); d != 5 {
+		if d := testenv.HistDelta(c0, c1, "message_processing_duration_seconds", testenv.L("type", "ping")); d != 5 {
 			return fmt.Errorf("responder C: message_processing_duration_seconds_count{ping} rose by %d, want 5", d)
 		}
-		return checkDeltas(c0, c1, []delta{
-			{"messages_received_total", testenv.L("type", "ping"), 5},
-			{"messages_sent_total", testenv.L("type", "pong"), 5},
-			{"messages_sent_total", testenv.L("type", "ping"), 0},
-			{"messages_received_total", testenv.L("type", "pong"), 0},
-			{"message_processing_errors_total", testenv.L("type", "ping"), 0},
+		return testenv.CheckDeltas(c0, c1, []testenv.Delta{
+			{Name: "messages_received_total", Labels: testenv.L("type", "ping"), Want: 5},
+			{Name: "messages_sent_total", Labels: testenv.L("type", "pong"), Want: 5},
+			{Name: "messages_sent_total", Labels: testenv.L("type", "ping"), Want: 0},
+			{Name: "messages_received_total", Labels: testenv.L("type", "pong"), Want: 0},
+			{Name: "message_processing_errors_total", Labels: testenv.L("type", "ping"), Want: 0},
 		})
 	})
 

@@ -155,15 +155,15 @@ func TestBogusMessageTypesKeepCardinality(t *testing.T) {
 	var body []byte
 	testenv.Eventually(t, 10*time.Second, func() error {
 		after, body = testenv.Scrape(t, nil, n.MetricsURL())
-		return checkDeltas(before, after, []delta{
-			{"messages_received_total", testenv.L("type", "unknown"), frames},
-			{"message_processing_errors_total", testenv.L("type", "unknown", "reason", "unknown_type"), frames},
-			{"messages_sent_total", testenv.L("type", "error"), frames},
-			{"messages_received_total", testenv.L("type", "ping"), 1},
-			{"messages_sent_total", testenv.L("type", "pong"), 1},
+		return testenv.CheckDeltas(before, after, []testenv.Delta{
+			{Name: "messages_received_total", Labels: testenv.L("type", "unknown"), Want: frames},
+			{Name: "message_processing_errors_total", Labels: testenv.L("type", "unknown", "reason", "unknown_type"), Want: frames},
+			{Name: "messages_sent_total", Labels: testenv.L("type", "error"), Want: frames},
+			{Name: "messages_received_total", Labels: testenv.L("type", "ping"), Want: 1},
+			{Name: "messages_sent_total", Labels: testenv.L("type", "pong"), Want: 1},
 		})
 	})
-	if d := histDelta(before, after, "message_processing_duration_seconds", testenv.L("type", "unknown")); d != frames {
+	if d := testenv.HistDelta(before, after, "message_processing_duration_seconds", testenv.L("type", "unknown")); d != frames {
 		t.Errorf("message_processing_duration_seconds_count{unknown} rose by %d, want %d", d, frames)
 	}
 	for _, fam := range messageFamilies {
@@ -195,31 +195,4 @@ func TestBogusMessageTypesKeepCardinality(t *testing.T) {
 	if strings.Contains(string(body), "x-bogus") {
 		t.Error("a bogus type name appears in the exposition")
 	}
-}
-
-type delta struct {
-	name   string
-	labels map[string]string
-	want   float64
-}
-
-// checkDeltas compares counter deltas between two scrapes exactly.
-func checkDeltas(before, after testenv.Families, ds []delta) error {
-	var errs []string
-	for _, d := range ds {
-		if got := after.Value(d.name, d.labels) - before.Value(d.name, d.labels); got != d.want {
-			errs = append(errs, fmt.Sprintf("%s%v rose by %v, want %v", d.name, d.labels, got, d.want))
-		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%s", strings.Join(errs, "; "))
-	}
-	return nil
-}
-
-// histDelta is the rise of a histogram series' sample count.
-func histDelta(before, after testenv.Families, name string, labels map[string]string) uint64 {
-	c0, _ := before.HistCount(name, labels)
-	c1, _ := after.HistCount(name, labels)
-	return c1 - c0
 }

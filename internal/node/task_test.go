@@ -144,33 +144,33 @@ func remoteChunk(t *testing.T, a, b *node.Node, on peer.ID) {
 	var b1 testenv.Families
 	testenv.Eventually(t, 10*time.Second, func() error {
 		b1, _ = testenv.Scrape(t, nil, b.MetricsURL())
-		return checkDeltas(b0, b1, []delta{{"messages_sent_total", testenv.L("type", "task.result"), 1}})
+		return testenv.CheckDeltas(b0, b1, []testenv.Delta{{Name: "messages_sent_total", Labels: testenv.L("type", "task.result"), Want: 1}})
 	})
 	a1, _ := testenv.Scrape(t, nil, a.MetricsURL())
-	if err := checkDeltas(b0, b1, []delta{
-		{"tasks_total", testenv.L("type", "text.chunk", "outcome", "succeeded"), 1},
-		{"messages_received_total", testenv.L("type", "task.request"), 1},
-		{"message_processing_errors_total", testenv.L("type", "task.request", "reason", "handler"), 0},
-		{"messages_sent_total", testenv.L("type", "task.request"), 0},
+	if err := testenv.CheckDeltas(b0, b1, []testenv.Delta{
+		{Name: "tasks_total", Labels: testenv.L("type", "text.chunk", "outcome", "succeeded"), Want: 1},
+		{Name: "messages_received_total", Labels: testenv.L("type", "task.request"), Want: 1},
+		{Name: "message_processing_errors_total", Labels: testenv.L("type", "task.request", "reason", "handler"), Want: 0},
+		{Name: "messages_sent_total", Labels: testenv.L("type", "task.request"), Want: 0},
 	}); err != nil {
 		t.Error("executing node B: " + err.Error())
 	}
 	if d := tasksTotalDelta(b0, b1); d != 1 {
 		t.Errorf("B's tasks_total rose by %v in all, want 1", d)
 	}
-	if d := histDelta(b0, b1, "task_duration_seconds", testenv.L("type", "text.chunk")); d != 1 {
+	if d := testenv.HistDelta(b0, b1, "task_duration_seconds", testenv.L("type", "text.chunk")); d != 1 {
 		t.Errorf("B's task_duration_seconds_count{text.chunk} rose by %d, want 1", d)
 	}
-	if d := histDelta(b0, b1, "message_processing_duration_seconds", testenv.L("type", "task.request")); d != 1 {
+	if d := testenv.HistDelta(b0, b1, "message_processing_duration_seconds", testenv.L("type", "task.request")); d != 1 {
 		t.Errorf("B's message_processing_duration_seconds_count{task.request} rose by %d, want 1", d)
 	}
 	if d := tasksTotalDelta(a0, a1); d != 0 {
 		t.Errorf("submitting node A's tasks_total rose by %v, want 0 (only the executing node counts)", d)
 	}
-	if err := checkDeltas(a0, a1, []delta{
-		{"messages_sent_total", testenv.L("type", "task.request"), 1},
-		{"messages_received_total", testenv.L("type", "task.result"), 1},
-		{"messages_received_total", testenv.L("type", "task.request"), 0},
+	if err := testenv.CheckDeltas(a0, a1, []testenv.Delta{
+		{Name: "messages_sent_total", Labels: testenv.L("type", "task.request"), Want: 1},
+		{Name: "messages_received_total", Labels: testenv.L("type", "task.result"), Want: 1},
+		{Name: "messages_received_total", Labels: testenv.L("type", "task.request"), Want: 0},
 	}); err != nil {
 		t.Error("submitting node A: " + err.Error())
 	}
@@ -255,7 +255,7 @@ func TestTaskSurvivesKilledExecutingPeer(t *testing.T) {
 				if rec.Peer != a.PeerID().String() || !slices.Equal(chunkTexts(t, rec), wantChunks) {
 					t.Fatalf("record: peer %s result %s, want the chunks computed on A %s", rec.Peer, rec.Result, a.PeerID())
 				}
-				if err := checkDeltas(a0, a1, []delta{{"tasks_total", testenv.L("type", "text.chunk", "outcome", "succeeded"), 1}}); err != nil {
+				if err := testenv.CheckDeltas(a0, a1, []testenv.Delta{{Name: "tasks_total", Labels: testenv.L("type", "text.chunk", "outcome", "succeeded"), Want: 1}}); err != nil {
 					t.Fatal(err)
 				}
 				return
@@ -410,8 +410,8 @@ func TestSearchFansOutAcrossMesh(t *testing.T) {
 	// every search ran exactly once on every node, including A itself
 	for name, n := range map[string]*node.Node{"A": a, "B": b, "C": c} {
 		after, _ := testenv.Scrape(t, nil, n.MetricsURL())
-		if err := checkDeltas(before[n], after, []delta{
-			{"tasks_total", testenv.L("type", "index.search", "outcome", "succeeded"), float64(len(searches))},
+		if err := testenv.CheckDeltas(before[n], after, []testenv.Delta{
+			{Name: "tasks_total", Labels: testenv.L("type", "index.search", "outcome", "succeeded"), Want: float64(len(searches))},
 		}); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}

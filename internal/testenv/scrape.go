@@ -150,3 +150,32 @@ func L(kv ...string) map[string]string {
 	}
 	return m
 }
+
+// Delta is an expected rise of a counter series between two scrapes.
+type Delta struct {
+	Name   string
+	Labels map[string]string
+	Want   float64
+}
+
+// CheckDeltas compares counter rises between two scrapes exactly and
+// reports every mismatch in one error.
+func CheckDeltas(before, after Families, ds []Delta) error {
+	var errs []string
+	for _, d := range ds {
+		if got := after.Value(d.Name, d.Labels) - before.Value(d.Name, d.Labels); got != d.Want {
+			errs = append(errs, fmt.Sprintf("%s%v rose by %v, want %v", d.Name, d.Labels, got, d.Want))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// HistDelta is the rise of a histogram series' sample count between two scrapes.
+func HistDelta(before, after Families, name string, labels map[string]string) uint64 {
+	c0, _ := before.HistCount(name, labels)
+	c1, _ := after.HistCount(name, labels)
+	return c1 - c0
+}
