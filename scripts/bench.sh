@@ -19,7 +19,7 @@ run() { # name package pattern [benchtime]
 run overhead    ./internal/overhead      'BenchmarkInstrumentationOverhead'
 run storage-local ./internal/storage/local 'Benchmark(Put|Get)'
 run storage-redis ./internal/storage/redis 'Benchmark(Put|Get)'
-run p2p         ./internal/p2p           'Benchmark(Ping|MessagePingOverhead|MetricsMiddleware|Codec|FullMesh)'
+run p2p         ./internal/p2p           'Benchmark(Ping|MetricsMiddleware|Codec|FullMesh)'
 run tasks       ./internal/task          'Benchmark'
 run node        ./internal/node          'Benchmark(Scrape|RemoteSmallTasks)'
 run startup     ./cmd/p2p-agent          'BenchmarkStartupToReady' 5x

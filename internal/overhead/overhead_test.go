@@ -163,31 +163,3 @@ func BenchmarkInstrumentationOverhead(b *testing.B) {
 		})
 	}
 }
-
-// TestRecordingDoesNotAllocate proves the hot paths record without
-// allocating: the storage decorator (around a do-nothing store) and the
-// message middleware (around a do-nothing handler).
-func TestRecordingDoesNotAllocate(t *testing.T) {
-	ctx := context.Background()
-	value := []byte("v")
-	s := storage.Instrument(&noopStore{value: value}, metrics.NewStorage(prometheus.NewRegistry()), "local")
-	if a := testing.AllocsPerRun(1000, func() { _, _ = s.Get(ctx, "k", storage.Strong) }); a != 0 {
-		t.Errorf("decorator Get allocates %v per op", a)
-	}
-	if a := testing.AllocsPerRun(1000, func() { _ = s.Put(ctx, "k", value, storage.Eventual) }); a != 0 {
-		t.Errorf("decorator Put allocates %v per op", a)
-	}
-	if a := testing.AllocsPerRun(1000, func() { _ = s.Delete(ctx, "k", storage.Eventual) }); a != 0 {
-		t.Errorf("decorator Delete allocates %v per op", a)
-	}
-	h := p2p.MetricsMiddleware(metrics.NewMessages(prometheus.NewRegistry()))(
-		func(context.Context, peer.ID, *p2p.Envelope) (*p2p.Envelope, error) { return nil, nil })
-	req := &p2p.Envelope{V: 1, ID: "1", Type: p2p.TypePing}
-	if a := testing.AllocsPerRun(1000, func() { _, _ = h(ctx, "", req) }); a != 0 {
-		t.Errorf("message middleware allocates %v per message", a)
-	}
-	bogus := &p2p.Envelope{V: 1, ID: "2", Type: "no-such-type"}
-	if a := testing.AllocsPerRun(1000, func() { _, _ = h(ctx, "", bogus) }); a != 0 {
-		t.Errorf("message middleware allocates %v per unknown-type message", a)
-	}
-}

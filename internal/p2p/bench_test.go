@@ -152,31 +152,6 @@ func BenchmarkPing(b *testing.B) {
 	}
 }
 
-// BenchmarkMessagePingOverhead compares sequential pings through a service
-// built without metrics (raw) and with the metrics middleware and
-// recorder (instrumented), in the same run.
-func BenchmarkMessagePingOverhead(b *testing.B) {
-	listen := []string{"/ip4/127.0.0.1/tcp/0"}
-	rawA, rawB := benchPair(b, listen, withoutMetrics())
-	insA, insB := benchPair(b, listen)
-	ctx := context.Background()
-	for _, c := range []struct {
-		name string
-		a, n *testNode
-	}{{"message-ping/raw", rawA, rawB}, {"message-ping/instrumented", insA, insB}} {
-		if _, err := c.a.svc.Ping(ctx, c.n.h.ID()); err != nil {
-			b.Fatal(err)
-		}
-		b.Run(c.name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := c.a.svc.Ping(ctx, c.n.h.ID()); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
-	}
-}
 
 // BenchmarkMetricsMiddleware is the recording cost per handled message.
 func BenchmarkMetricsMiddleware(b *testing.B) {

@@ -27,19 +27,14 @@ type testNode struct {
 	svc *Service
 }
 
-type nodeOpt func(*HostConfig, *ServiceConfig, *bool)
+type nodeOpt func(*HostConfig, *ServiceConfig)
 
 func withService(f func(*ServiceConfig)) nodeOpt {
-	return func(_ *HostConfig, sc *ServiceConfig, _ *bool) { f(sc) }
+	return func(_ *HostConfig, sc *ServiceConfig) { f(sc) }
 }
 
 func withHost(f func(*HostConfig)) nodeOpt {
-	return func(hc *HostConfig, _ *ServiceConfig, _ *bool) { f(hc) }
-}
-
-// withoutMetrics builds the service with a nil *metrics.Messages.
-func withoutMetrics() nodeOpt {
-	return func(_ *HostConfig, _ *ServiceConfig, raw *bool) { *raw = true }
+	return func(hc *HostConfig, _ *ServiceConfig) { f(hc) }
 }
 
 func testLogger() *slog.Logger {
@@ -63,18 +58,14 @@ func newTestNode(tb testing.TB, opts ...nodeOpt) *testNode {
 	reg := prometheus.NewRegistry()
 	hc := HostConfig{ListenAddrs: loopback, Registerer: reg, Logger: testLogger(), UserAgent: "p2p-agent/test"}
 	sc := ServiceConfig{Logger: hc.Logger}
-	raw := false
 	for _, o := range opts {
-		o(&hc, &sc, &raw)
+		o(&hc, &sc)
 	}
 	h, err := NewHost(context.Background(), newKey(tb), hc)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	n := &testNode{reg: reg, h: h}
-	if !raw {
-		n.m = metrics.NewMessages(reg)
-	}
+	n := &testNode{reg: reg, h: h, m: metrics.NewMessages(reg)}
 	n.svc = NewService(h, n.m, sc)
 	tb.Cleanup(func() {
 		_ = n.svc.Close()
