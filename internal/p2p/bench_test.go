@@ -152,7 +152,6 @@ func BenchmarkPing(b *testing.B) {
 	}
 }
 
-
 // BenchmarkMetricsMiddleware is the recording cost per handled message.
 func BenchmarkMetricsMiddleware(b *testing.B) {
 	m := metrics.NewMessages(prometheus.NewRegistry())
