@@ -86,13 +86,22 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		return nil, err
 	}
 
+	// The engine comes first so that its task types are announced from the
+	// host's first identify; its transport is wired once the service exists.
+	tr := &taskTransport{}
+	n.tasks = task.NewEngine(n.store, metrics.NewTasks(n.reg), tr, id, task.Options{
+		Timeout: cfg.Task.Timeout,
+		Logger:  log.With("component", "tasks"),
+	})
+
 	n.host, err = p2p.NewHost(ctx, priv, p2p.HostConfig{
-		ListenAddrs: cfg.P2P.Listen,
-		Bootstrap:   cfg.P2P.Bootstrap,
-		MDNS:        cfg.P2P.MDNS,
-		Registerer:  n.reg,
-		Logger:      log,
-		UserAgent:   "p2p-agent/" + version,
+		ListenAddrs:  cfg.P2P.Listen,
+		Bootstrap:    cfg.P2P.Bootstrap,
+		MDNS:         cfg.P2P.MDNS,
+		Registerer:   n.reg,
+		Logger:       log,
+		UserAgent:    "p2p-agent/" + version,
+		Capabilities: n.tasks.Types(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting p2p host: %w", err)
@@ -103,15 +112,8 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		MaxMessageBytes: cfg.P2P.MaxMessageBytes,
 		Logger:          log,
 	})
-
-	n.tasks = task.NewEngine(n.store, metrics.NewTasks(n.reg), &taskTransport{svc: n.service, host: n.host}, id, task.Options{
-		Timeout: cfg.Task.Timeout,
-		Logger:  log.With("component", "tasks"),
-	})
+	tr.svc, tr.host = n.service, n.host
 	n.service.Handle(p2p.TypeTaskRequest, taskHandler(n.tasks))
-	if err := n.host.Advertise(n.tasks.Types()...); err != nil {
-		return nil, fmt.Errorf("advertising task capabilities: %w", err)
-	}
 	// tasks this node was running when it last stopped will never finish
 	if k, err := n.tasks.Recover(ctx); err != nil {
 		log.Warn("recovering interrupted tasks", "err", err)

@@ -25,6 +25,7 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
 )
@@ -59,6 +60,11 @@ type HostConfig struct {
 	ConnLow, ConnHigh int
 	// UserAgent is announced through identify (e.g. "p2p-agent/1.2.3").
 	UserAgent string
+	// Capabilities are announced from the first identify on: they are
+	// registered before the host listens or dials. Advertise can change them
+	// later, but go-libp2p may then lose the push to a peer whose identify is
+	// still in flight, so a node's fixed capabilities belong here.
+	Capabilities []string
 	// DisablePeerExchange turns off the peer-exchange protocol that makes
 	// nodes knowing a single bootstrap peer discover each other.
 	DisablePeerExchange bool
@@ -196,13 +202,20 @@ func NewHost(ctx context.Context, priv crypto.PrivKey, cfg HostConfig) (*Host, e
 		cm.Close()
 		return nil, fmt.Errorf("p2p: resource manager: %w", err)
 	}
-	listen := libp2p.ListenAddrStrings(cfg.ListenAddrs...)
-	if len(cfg.ListenAddrs) == 0 {
-		listen = libp2p.NoListenAddrs // dial-only, rather than libp2p's defaults
+	listenAddrs := make([]ma.Multiaddr, 0, len(cfg.ListenAddrs))
+	for _, s := range cfg.ListenAddrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			cm.Close()
+			return nil, fmt.Errorf("p2p: listen address %q: %w", s, err)
+		}
+		listenAddrs = append(listenAddrs, a)
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(priv),
-		listen,
+		// Listening starts below, once the capabilities are registered (an
+		// empty ListenAddrs means dial-only, not libp2p's defaults).
+		libp2p.NoListenAddrs,
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
 		quicTimeouts(cfg.QUICIdleTimeout),
@@ -249,6 +262,20 @@ func NewHost(ctx context.Context, priv crypto.PrivKey, cfg HostConfig) (*Host, e
 	h.sub = sub
 	if !cfg.DisablePeerExchange {
 		lh.SetStreamHandler(PeerExchangeProtocolID, h.servePeerExchange)
+	}
+	fail := func(err error) (*Host, error) {
+		h.cancel()
+		sub.Close()
+		lh.Close()
+		return nil, err
+	}
+	if err := h.Advertise(cfg.Capabilities...); err != nil {
+		return fail(err)
+	}
+	if len(listenAddrs) > 0 {
+		if err := lh.Network().Listen(listenAddrs...); err != nil {
+			return fail(fmt.Errorf("p2p: listen on %v: %w", cfg.ListenAddrs, err))
+		}
 	}
 	for _, ai := range boot {
 		lh.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstorePermanentTTL)

@@ -102,15 +102,16 @@ func TestBootstrapBackoffWhileDown(t *testing.T) {
 }
 
 func TestCapabilities(t *testing.T) {
-	a, b := newTestNode(t), newTestNode(t)
+	// A's capabilities are registered before it listens, so B's first
+	// identify carries them (Advertise after connecting could lose go-libp2p's
+	// push to a peer whose identify is still in flight).
+	a := newTestNode(t, withHost(func(hc *HostConfig) { hc.Capabilities = []string{"text.embed", "text.chunk"} }))
+	b := newTestNode(t)
 	connect(t, a, b)
-	if err := a.h.Advertise("text.chunk", "text.embed"); err != nil {
-		t.Fatal(err)
-	}
 	if err := a.h.Advertise("Bad/Name"); err == nil {
 		t.Error("invalid capability accepted")
 	}
-	eventually(t, 5*time.Second, "identify push to reach B", func() bool {
+	eventually(t, 5*time.Second, "identify to reach B", func() bool {
 		return slices.Equal(b.h.PeerCapabilities(a.h.ID()), []string{"text.chunk", "text.embed"})
 	})
 	if got := b.h.PeersOffering("text.chunk"); !slices.Equal(got, []peer.ID{a.h.ID()}) {
@@ -253,4 +254,15 @@ func TestNoGoroutinesLeftAfterClose(t *testing.T) {
 		_ = n.h.Close()
 	}
 	waitGoroutines(t, baseline)
+}
+
+func TestInvalidCapabilityInConfigFailsNewHost(t *testing.T) {
+	_, err := NewHost(context.Background(), newKey(t), HostConfig{
+		ListenAddrs:  loopback,
+		Capabilities: []string{"Bad/Name"},
+		Logger:       testLogger(),
+	})
+	if err == nil {
+		t.Fatal("NewHost accepted an invalid capability")
+	}
 }
