@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/httplimit"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 )
 
@@ -61,7 +62,56 @@ type ServerConfig struct {
 	// Classify maps errors of other packages onto the API sentinels; it may
 	// be nil. It is consulted before the built-in storage mapping.
 	Classify func(error) error
+	// Limits bounds slow and greedy clients (zero fields take the defaults
+	// of package httplimit).
+	Limits Limits
 }
+
+// Limits bounds what slow and greedy clients can cost the API listener.
+type Limits struct {
+	// ReadHeaderTimeout bounds reading request headers.
+	ReadHeaderTimeout time.Duration
+	// BodyTimeout bounds reading one request body in total.
+	BodyTimeout time.Duration
+	// MinBodyRate is the floor rate of a request body in bytes per second
+	// (after a short grace); slower bodies are cut.
+	MinBodyRate int64
+	// MaxConnections caps open connections; excess ones are closed at accept.
+	MaxConnections int
+	// MaxBodyBytesInFlight bounds the request-body bytes held at once; beyond
+	// it requests answer 503 with Retry-After without being read.
+	MaxBodyBytesInFlight int64
+	// ShutdownGrace is how long Shutdown waits for requests in flight before
+	// closing the connections that remain.
+	ShutdownGrace time.Duration
+}
+
+func (l *Limits) defaults() {
+	if l.ReadHeaderTimeout <= 0 {
+		l.ReadHeaderTimeout = httplimit.DefaultReadHeaderTimeout
+	}
+	if l.BodyTimeout <= 0 {
+		l.BodyTimeout = httplimit.DefaultBodyTimeout
+	}
+	if l.MinBodyRate <= 0 {
+		l.MinBodyRate = httplimit.DefaultMinBodyRate
+	}
+	if l.MaxConnections <= 0 {
+		l.MaxConnections = DefaultMaxConnections
+	}
+	if l.MaxBodyBytesInFlight <= 0 {
+		l.MaxBodyBytesInFlight = DefaultMaxBodyBytesInFlight
+	}
+	if l.ShutdownGrace <= 0 {
+		l.ShutdownGrace = httplimit.DefaultShutdownGrace
+	}
+}
+
+// Defaults of the API limits.
+const (
+	DefaultMaxConnections       = 256
+	DefaultMaxBodyBytesInFlight = 64 << 20
+)
 
 // Server is the control API HTTP server.
 type Server struct {
@@ -73,6 +123,7 @@ type Server struct {
 	accept  func() bool
 	log     *slog.Logger
 	http    *http.Server
+	budget  *httplimit.Budget
 	ln      net.Listener
 	serveWG sync.WaitGroup
 }
@@ -91,6 +142,7 @@ func NewServer(cfg ServerConfig, status StatusSource, store storage.Store, netwo
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = 1 << 20
 	}
+	cfg.Limits.defaults()
 	s := &Server{cfg: cfg, status: status, store: store, net: network, tasks: tasks, accept: accepting, log: cfg.Logger}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/status", s.handleStatus)
@@ -105,10 +157,20 @@ func NewServer(cfg ServerConfig, status StatusSource, store storage.Store, netwo
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
+	lim := cfg.Limits
+	perRequest := int64(max(cfg.MaxValueBytes, cfg.MaxBodyBytes)) + 1
+	s.budget = httplimit.NewBudget(lim.MaxBodyBytesInFlight, perRequest)
+	handler := s.budget.Limit(mux, func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "too many request bytes in flight; retry later")
+	})
+	handler = httplimit.SlowBody(handler, httplimit.BodyLimits{
+		Timeout: lim.BodyTimeout, MinRate: lim.MinBodyRate, Grace: httplimit.DefaultBodyGrace,
+	})
 	s.http = &http.Server{
-		Handler:           s.auth(mux),
-		ReadHeaderTimeout: 5 * time.Second,
-		IdleTimeout:       60 * time.Second,
+		Handler:           s.auth(handler),
+		ReadHeaderTimeout: lim.ReadHeaderTimeout,
+		IdleTimeout:       httplimit.DefaultIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	return s
@@ -127,7 +189,7 @@ func (s *Server) Start() error {
 	s.serveWG.Add(1)
 	go func() {
 		defer s.serveWG.Done()
-		if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(httplimit.LimitListener(ln, s.cfg.Limits.MaxConnections)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("api server stopped", "err", err)
 		}
 	}()
@@ -142,12 +204,13 @@ func (s *Server) Addr() net.Addr {
 	return s.ln.Addr()
 }
 
-// Shutdown stops the listener and waits for requests in flight until ctx ends.
+// Shutdown stops the listener, waits for requests in flight for the
+// shutdown grace (or until ctx ends) and then closes the connections left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if s.ln == nil {
 		return nil
 	}
-	err := s.http.Shutdown(ctx)
+	err := httplimit.Shutdown(ctx, s.http, s.cfg.Limits.ShutdownGrace)
 	s.serveWG.Wait()
 	return err
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/httplimit"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
@@ -34,9 +35,26 @@ type ServerConfig struct {
 	RateLimit float64
 	// Timeout bounds one scrape (default 10s).
 	Timeout time.Duration
+	// AuthFailureRate is the sustained rate per second of requests carrying
+	// basic-auth credentials not yet seen to be valid; they are limited before
+	// the (bcrypt) password check so wrong guesses stay cheap. 0 takes the
+	// default of 1; negative disables the limit.
+	AuthFailureRate float64
+	// MaxConnections caps open connections (default 64).
+	MaxConnections int
+	// ShutdownGrace is how long Shutdown waits for scrapes in flight before
+	// closing what remains (default 2s).
+	ShutdownGrace time.Duration
 	// Logger receives server logs.
 	Logger *slog.Logger
 }
+
+// Defaults of the metrics listener limits.
+const (
+	DefaultMaxConnections  = 64
+	DefaultAuthFailureRate = 1.0
+	authFailureBurst       = 5
+)
 
 // Server exposes one node's registry on /metrics beside /healthz and /readyz.
 type Server struct {
@@ -63,6 +81,15 @@ func NewServer(reg *prometheus.Registry, ready func() bool, cfg ServerConfig) *S
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.AuthFailureRate == 0 {
+		cfg.AuthFailureRate = DefaultAuthFailureRate
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = DefaultMaxConnections
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = httplimit.DefaultShutdownGrace
 	}
 	s := &Server{cfg: cfg, ready: ready, log: cfg.Logger, errc: make(chan error, 1)}
 
@@ -100,11 +127,12 @@ func NewServer(reg *prometheus.Registry, ready func() bool, cfg ServerConfig) *S
 	})
 
 	s.http = &http.Server{
-		Handler:           mux,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
+		Handler: httplimit.SlowBody(mux, httplimit.BodyLimits{
+			Timeout: httplimit.DefaultBodyTimeout, MinRate: httplimit.DefaultMinBodyRate, Grace: httplimit.DefaultBodyGrace,
+		}),
+		ReadHeaderTimeout: httplimit.DefaultReadHeaderTimeout,
 		WriteTimeout:      cfg.Timeout + 5*time.Second,
-		IdleTimeout:       60 * time.Second,
+		IdleTimeout:       httplimit.DefaultIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	return s
@@ -154,10 +182,23 @@ func (s *Server) Start() error {
 		WebSystemdSocket:   new(bool),
 		WebConfigFile:      &webCfg,
 	}
+	var served net.Listener = httplimit.LimitListener(ln, s.cfg.MaxConnections)
+	if s.cfg.WebConfigFile != "" && s.cfg.AuthFailureRate > 0 {
+		g := newAuthGuard(s.cfg.AuthFailureRate)
+		s.http.Handler = g.protect(s.http.Handler)
+		// web.Serve wraps s.http.Handler with its basic-auth check (bcrypt).
+		// The failed-auth limiter must run before it, so it wraps the
+		// handler web.Serve installed, on the serving goroutine before the
+		// first connection is accepted (hence before any handler runs).
+		served = &onFirstAccept{Listener: served, fn: func() {
+			g.next = s.http.Handler
+			s.http.Handler = g
+		}}
+	}
 	s.serveWG.Add(1)
 	go func() {
 		defer s.serveWG.Done()
-		err := web.Serve(ln, s.http, flags, s.log)
+		err := web.Serve(served, s.http, flags, s.log)
 		if err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("metrics server stopped", "err", err)
 			s.errc <- err
@@ -201,12 +242,13 @@ func displayAddr(addr string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// Shutdown stops accepting scrapes and waits for those in flight until ctx ends.
+// Shutdown stops accepting scrapes, waits for those in flight for the
+// shutdown grace (or until ctx ends) and then closes what remains.
 func (s *Server) Shutdown(ctx context.Context) error {
 	if s.ln == nil {
 		return nil
 	}
-	err := s.http.Shutdown(ctx)
+	err := httplimit.Shutdown(ctx, s.http, s.cfg.ShutdownGrace)
 	s.serveWG.Wait()
 	return err
 }
