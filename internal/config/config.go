@@ -131,6 +131,11 @@ type MetricsConfig struct {
 	// RateLimit is the number of requests per second served before answering 429;
 	// 0 means unlimited.
 	RateLimit float64 `yaml:"rate_limit"`
+	// AuthFailureRate limits requests with unverified basic-auth credentials
+	// before the bcrypt check; 0 means unlimited.
+	AuthFailureRate float64 `yaml:"auth_failure_rate"`
+	// MaxConnections caps open connections to the metrics listener.
+	MaxConnections int `yaml:"max_connections"`
 	// SampleInterval is how often CPU and memory usage are sampled.
 	SampleInterval time.Duration `yaml:"sample_interval"`
 }
@@ -141,6 +146,18 @@ type APIConfig struct {
 	Listen string `yaml:"listen"`
 	// Token, when set, is the bearer token every request must carry.
 	Token string `yaml:"token"`
+	// ReadHeaderTimeout bounds reading request headers.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// BodyTimeout bounds reading one request body (both listeners).
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+	// MinBodyRate is the floor body rate in bytes per second (both listeners).
+	MinBodyRate int `yaml:"min_body_rate"`
+	// MaxConnections caps open connections to the control API.
+	MaxConnections int `yaml:"max_connections"`
+	// MaxBodyBytesInFlight bounds request-body bytes held at once.
+	MaxBodyBytesInFlight int `yaml:"max_body_bytes_in_flight"`
+	// ShutdownGrace is how long requests in flight may finish at shutdown.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 }
 
 // TaskConfig is the task section.
@@ -180,9 +197,12 @@ func Default() *Config {
 			Path:                "/metrics",
 			MaxRequestsInFlight: 10,
 			RateLimit:           20,
+			AuthFailureRate:     1,
+			MaxConnections:      64,
 			SampleInterval:      5 * time.Second,
 		},
-		API:  APIConfig{Listen: "127.0.0.1:7070"},
+		API: APIConfig{Listen: "127.0.0.1:7070", ReadHeaderTimeout: 5 * time.Second, BodyTimeout: 60 * time.Second,
+			MinBodyRate: 4096, MaxConnections: 256, MaxBodyBytesInFlight: 64 << 20, ShutdownGrace: 2 * time.Second},
 		Task: TaskConfig{Timeout: 30 * time.Second},
 	}
 	if dir, err := expandHome(c.Node.DataDir); err == nil {

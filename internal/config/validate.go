@@ -244,6 +244,10 @@ func validate(c *Config, sources map[string]string) Errors {
 		v.fail("metrics.rate_limit", strconv.FormatFloat(m.RateLimit, 'g', -1, 64), "must be a finite number >= 0 (0 means unlimited)")
 	}
 	v.positive("metrics.sample_interval", m.SampleInterval)
+	if m.AuthFailureRate < 0 || math.IsNaN(m.AuthFailureRate) || math.IsInf(m.AuthFailureRate, 0) {
+		v.fail("metrics.auth_failure_rate", strconv.FormatFloat(m.AuthFailureRate, 'g', -1, 64), "must be a finite number >= 0 (0 means unlimited)")
+	}
+	v.intMin("metrics.max_connections", m.MaxConnections, 1)
 
 	v.hostPort("api.listen", c.API.Listen, true, 0)
 	if strings.ContainsFunc(c.API.Token, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {
@@ -252,6 +256,14 @@ func validate(c *Config, sources map[string]string) Errors {
 	if m.Enabled && listenersClash(m.Listen, c.API.Listen) {
 		v.fail("api.listen", c.API.Listen, "uses the same port as metrics.listen "+m.Listen)
 	}
+
+	a := c.API
+	v.positive("api.read_header_timeout", a.ReadHeaderTimeout)
+	v.positive("api.body_timeout", a.BodyTimeout)
+	v.intMin("api.min_body_rate", a.MinBodyRate, 1)
+	v.intMin("api.max_connections", a.MaxConnections, 1)
+	v.intMin("api.max_body_bytes_in_flight", a.MaxBodyBytesInFlight, c.Storage.MaxValueBytes)
+	v.positive("api.shutdown_grace", a.ShutdownGrace)
 
 	v.positive("task.timeout", c.Task.Timeout)
 	return v.errs

@@ -40,6 +40,10 @@ type ServerConfig struct {
 	// the (bcrypt) password check so wrong guesses stay cheap. 0 takes the
 	// default of 1; negative disables the limit.
 	AuthFailureRate float64
+	// BodyTimeout and MinBodyRate cut slow request bodies (defaults of
+	// package httplimit).
+	BodyTimeout time.Duration
+	MinBodyRate int64
 	// MaxConnections caps open connections (default 64).
 	MaxConnections int
 	// ShutdownGrace is how long Shutdown waits for scrapes in flight before
@@ -88,6 +92,12 @@ func NewServer(reg *prometheus.Registry, ready func() bool, cfg ServerConfig) *S
 	if cfg.MaxConnections <= 0 {
 		cfg.MaxConnections = DefaultMaxConnections
 	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = httplimit.DefaultBodyTimeout
+	}
+	if cfg.MinBodyRate <= 0 {
+		cfg.MinBodyRate = httplimit.DefaultMinBodyRate
+	}
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = httplimit.DefaultShutdownGrace
 	}
@@ -128,7 +138,7 @@ func NewServer(reg *prometheus.Registry, ready func() bool, cfg ServerConfig) *S
 
 	s.http = &http.Server{
 		Handler: httplimit.SlowBody(mux, httplimit.BodyLimits{
-			Timeout: httplimit.DefaultBodyTimeout, MinRate: httplimit.DefaultMinBodyRate, Grace: httplimit.DefaultBodyGrace,
+			Timeout: cfg.BodyTimeout, MinRate: cfg.MinBodyRate, Grace: httplimit.DefaultBodyGrace,
 		}),
 		ReadHeaderTimeout: httplimit.DefaultReadHeaderTimeout,
 		WriteTimeout:      cfg.Timeout + 5*time.Second,

@@ -128,6 +128,11 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 			WebConfigFile:       cfg.Metrics.WebConfigFile,
 			MaxRequestsInFlight: cfg.Metrics.MaxRequestsInFlight,
 			RateLimit:           cfg.Metrics.RateLimit,
+			AuthFailureRate:     authFailureRate(cfg.Metrics.AuthFailureRate),
+			MaxConnections:      cfg.Metrics.MaxConnections,
+			ShutdownGrace:       cfg.API.ShutdownGrace,
+			BodyTimeout:         cfg.API.BodyTimeout,
+			MinBodyRate:         int64(cfg.API.MinBodyRate),
 			Logger:              log.With("component", "metrics"),
 		})
 	}
@@ -138,8 +143,25 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		MaxBodyBytes:  cfg.P2P.MaxMessageBytes,
 		Logger:        log.With("component", "api"),
 		Classify:      classify,
+		Limits: api.Limits{
+			ReadHeaderTimeout:    cfg.API.ReadHeaderTimeout,
+			BodyTimeout:          cfg.API.BodyTimeout,
+			MinBodyRate:          int64(cfg.API.MinBodyRate),
+			MaxConnections:       cfg.API.MaxConnections,
+			MaxBodyBytesInFlight: int64(cfg.API.MaxBodyBytesInFlight),
+			ShutdownGrace:        cfg.API.ShutdownGrace,
+		},
 	}, n, n.store, &network{n: n}, &taskAPI{engine: n.tasks, svc: n.service}, n.Ready)
 	return n, nil
+}
+
+// authFailureRate maps metrics.auth_failure_rate (0 = unlimited) onto
+// metrics.ServerConfig.AuthFailureRate (negative = unlimited).
+func authFailureRate(r float64) float64 {
+	if r == 0 {
+		return -1
+	}
+	return r
 }
 
 // openStore opens the configured backend and wraps it once: validation
