@@ -98,9 +98,17 @@ func TestLoadDefaults(t *testing.T) {
 		{"metrics.web_config_file", c.Metrics.WebConfigFile, ""},
 		{"metrics.max_requests_in_flight", c.Metrics.MaxRequestsInFlight, 10},
 		{"metrics.rate_limit", c.Metrics.RateLimit, 20.0},
+		{"metrics.auth_failure_rate", c.Metrics.AuthFailureRate, 1.0},
+		{"metrics.max_connections", c.Metrics.MaxConnections, 64},
 		{"metrics.sample_interval", c.Metrics.SampleInterval, 5 * time.Second},
 		{"api.listen", c.API.Listen, "127.0.0.1:7070"},
 		{"api.token", c.API.Token, ""},
+		{"api.read_header_timeout", c.API.ReadHeaderTimeout, 5 * time.Second},
+		{"api.body_timeout", c.API.BodyTimeout, 60 * time.Second},
+		{"api.min_body_rate", c.API.MinBodyRate, 4096},
+		{"api.max_connections", c.API.MaxConnections, 256},
+		{"api.max_body_bytes_in_flight", c.API.MaxBodyBytesInFlight, 67108864},
+		{"api.shutdown_grace", c.API.ShutdownGrace, 2 * time.Second},
 		{"task.timeout", c.Task.Timeout, 30 * time.Second},
 	}
 	if len(checks) != len(keyTable) {
