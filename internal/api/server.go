@@ -110,7 +110,7 @@ func (l *Limits) defaults() {
 // Defaults of the API limits.
 const (
 	DefaultMaxConnections       = 256
-	DefaultMaxBodyBytesInFlight = 64 << 20
+	DefaultMaxBodyBytesInFlight = 32 << 20
 )
 
 // Server is the control API HTTP server.

@@ -202,7 +202,7 @@ func Default() *Config {
 			SampleInterval:      5 * time.Second,
 		},
 		API: APIConfig{Listen: "127.0.0.1:7070", ReadHeaderTimeout: 5 * time.Second, BodyTimeout: 60 * time.Second,
-			MinBodyRate: 4096, MaxConnections: 256, MaxBodyBytesInFlight: 64 << 20, ShutdownGrace: 2 * time.Second},
+			MinBodyRate: 4096, MaxConnections: 256, MaxBodyBytesInFlight: 32 << 20, ShutdownGrace: 2 * time.Second},
 		Task: TaskConfig{Timeout: 30 * time.Second},
 	}
 	if dir, err := expandHome(c.Node.DataDir); err == nil {

@@ -107,7 +107,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"api.body_timeout", c.API.BodyTimeout, 60 * time.Second},
 		{"api.min_body_rate", c.API.MinBodyRate, 4096},
 		{"api.max_connections", c.API.MaxConnections, 256},
-		{"api.max_body_bytes_in_flight", c.API.MaxBodyBytesInFlight, 67108864},
+		{"api.max_body_bytes_in_flight", c.API.MaxBodyBytesInFlight, 33554432},
 		{"api.shutdown_grace", c.API.ShutdownGrace, 2 * time.Second},
 		{"task.timeout", c.Task.Timeout, 30 * time.Second},
 	}

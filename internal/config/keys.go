@@ -168,7 +168,7 @@ var keyTable = []keyDef{
 	{key: "api.max_connections", def: "256",
 		desc:  "Open connections to the control API; excess ones are closed at accept. At least 1.",
 		field: func(c *Config) any { return &c.API.MaxConnections }},
-	{key: "api.max_body_bytes_in_flight", def: "67108864",
+	{key: "api.max_body_bytes_in_flight", def: "33554432",
 		desc:  "Request-body bytes the control API holds at once (by Content-Length); beyond, 503 with Retry-After. At least storage.max_value_bytes.",
 		field: func(c *Config) any { return &c.API.MaxBodyBytesInFlight }},
 	{key: "api.shutdown_grace", def: "2s",

@@ -202,8 +202,8 @@ func (b *Budget) InUse() int64 {
 }
 
 // Limit wraps next: a request whose body does not fit in the budget is
-// refused by refuse (which must answer, e.g. 503 with Retry-After) without
-// reading its body. A nil budget returns next.
+// refused by refuse (which must answer, e.g. 503 with Retry-After); its body
+// is read and dropped, never held. A nil budget returns next.
 func (b *Budget) Limit(next http.Handler, refuse http.HandlerFunc) http.Handler {
 	if b == nil || b.max <= 0 {
 		return next
@@ -220,7 +220,12 @@ func (b *Budget) Limit(next http.Handler, refuse http.HandlerFunc) http.Handler 
 			n = b.perRq
 		}
 		if !b.TryAcquire(n) {
-			w.Header().Set("Connection", "close")
+			// Read and drop the body (bounded by the per-request maximum and
+			// the slow-body limits; nothing is held) so that the client reads
+			// the refusal instead of a reset, then refuse.
+			if _, err := io.CopyN(io.Discard, r.Body, b.perRq); err != nil && !errors.Is(err, io.EOF) {
+				return
+			}
 			refuse(w, r)
 			return
 		}

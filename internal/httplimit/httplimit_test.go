@@ -216,8 +216,9 @@ func TestBudgetRefusesBeyondLimit(t *testing.T) {
 	if got := b.InUse(); got != 60 {
 		t.Fatalf("in use = %d, want 60", got)
 	}
-	// 60 + 50 > 100: refused without reading the body.
+	// 60 + 50 > 100: refused (the body is read and dropped).
 	second := sendHeaders(t, addr, 50)
+	fmt.Fprint(second, strings.Repeat("b", 50))
 	resp, err := http.ReadResponse(bufio.NewReader(second), nil)
 	if err != nil {
 		t.Fatal(err)

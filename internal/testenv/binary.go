@@ -259,6 +259,9 @@ func (n *Node) Signal(sig os.Signal) {
 	_ = n.cmd.Process.Signal(sig)
 }
 
+// PID is the process id of the node.
+func (n *Node) PID() int { return n.cmd.Process.Pid }
+
 // Kill kills the process with SIGKILL and waits for it.
 func (n *Node) Kill() {
 	_ = n.cmd.Process.Kill()
