@@ -241,3 +241,18 @@ func TestE2EMetricsWrongPasswordsCheap(t *testing.T) {
 		t.Fatalf("right password after the guesses: %d", resp.StatusCode)
 	}
 }
+
+func TestE2ESlowBodyWithoutTokenIsCut(t *testing.T) {
+	testenv.SkipIfShort(t, "builds and starts the binary")
+	// The 401 is answered before the body is read; the server then drains
+	// the body under the same floor rate, so the trickler is still cut.
+	n := testenv.StartNode(t, testenv.NodeOptions{Args: []string{"--api.token=tok"}})
+	stop := make(chan struct{})
+	defer close(stop)
+	closed := trickleBody(t, n.APIAddr, "slow", 300*time.Millisecond, stop)
+	select {
+	case <-closed:
+	case <-time.After(8 * time.Second):
+		t.Fatal("an unauthenticated trickling body still open after 8s")
+	}
+}

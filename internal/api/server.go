@@ -164,11 +164,13 @@ func NewServer(cfg ServerConfig, status StatusSource, store storage.Store, netwo
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, "too many request bytes in flight; retry later")
 	})
-	handler = httplimit.SlowBody(handler, httplimit.BodyLimits{
+	// The body limits wrap authentication too: a request refused 401 has
+	// its unread body drained by the server under the same deadlines.
+	handler = httplimit.SlowBody(s.auth(handler), httplimit.BodyLimits{
 		Timeout: lim.BodyTimeout, MinRate: lim.MinBodyRate, Grace: httplimit.DefaultBodyGrace,
 	})
 	s.http = &http.Server{
-		Handler:           s.auth(handler),
+		Handler:           handler,
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,
 		IdleTimeout:       httplimit.DefaultIdleTimeout,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),

@@ -141,9 +141,11 @@ func NewServer(reg *prometheus.Registry, ready func() bool, cfg ServerConfig) *S
 			Timeout: cfg.BodyTimeout, MinRate: cfg.MinBodyRate, Grace: httplimit.DefaultBodyGrace,
 		}),
 		ReadHeaderTimeout: httplimit.DefaultReadHeaderTimeout,
-		WriteTimeout:      cfg.Timeout + 5*time.Second,
-		IdleTimeout:       httplimit.DefaultIdleTimeout,
-		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+		// Bounds what escapes SlowBody: web.Serve's auth refuses before it.
+		ReadTimeout:  10 * time.Second,
+		WriteTimeout: cfg.Timeout + 5*time.Second,
+		IdleTimeout:  httplimit.DefaultIdleTimeout,
+		ErrorLog:     slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
 	return s
 }
