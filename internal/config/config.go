@@ -147,6 +147,14 @@ type APIConfig struct {
 type TaskConfig struct {
 	// Timeout bounds a task run on a remote peer.
 	Timeout time.Duration `yaml:"timeout"`
+	// MaxConcurrent bounds the tasks executing at once.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// MaxQueued bounds the tasks waiting for a slot; beyond, busy.
+	MaxQueued int `yaml:"max_queued"`
+	// Retention is how long task records are kept.
+	Retention time.Duration `yaml:"retention"`
+	// MaxRecords bounds the task records kept.
+	MaxRecords int `yaml:"max_records"`
 }
 
 // Default returns the built-in defaults, with node.data_dir expanded to the user's home
@@ -183,7 +191,7 @@ func Default() *Config {
 			SampleInterval:      5 * time.Second,
 		},
 		API:  APIConfig{Listen: "127.0.0.1:7070"},
-		Task: TaskConfig{Timeout: 30 * time.Second},
+		Task: TaskConfig{Timeout: 30 * time.Second, MaxConcurrent: 4, MaxQueued: 64, Retention: 168 * time.Hour, MaxRecords: 100000},
 	}
 	if dir, err := expandHome(c.Node.DataDir); err == nil {
 		c.Node.DataDir = dir

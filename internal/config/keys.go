@@ -153,6 +153,18 @@ var keyTable = []keyDef{
 	{key: "task.timeout", def: "30s",
 		desc:  "Timeout of a task run on a remote peer.",
 		field: func(c *Config) any { return &c.Task.Timeout }},
+	{key: "task.max_concurrent", def: "4",
+		desc:  "Tasks executing at once on this node (local and for peers); more wait in the queue.",
+		field: func(c *Config) any { return &c.Task.MaxConcurrent }},
+	{key: "task.max_queued", def: "64",
+		desc:  "Tasks waiting for an execution slot; beyond it requests are refused at once with code busy. One peer may hold at most half of running plus queued.",
+		field: func(c *Config) any { return &c.Task.MaxQueued }},
+	{key: "task.retention", def: "168h",
+		desc:  "How long task records are kept after they were created; older ones are removed in the background.",
+		field: func(c *Config) any { return &c.Task.Retention }},
+	{key: "task.max_records", def: "100000",
+		desc:  "Most task records kept; the oldest beyond it are removed in the background.",
+		field: func(c *Config) any { return &c.Task.MaxRecords }},
 }
 
 // Indexes derived from keyTable. sections holds every proper prefix of a key

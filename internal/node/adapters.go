@@ -25,7 +25,7 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", api.ErrNotFound, err)
 	case errors.Is(err, p2p.ErrPeerUnreachable), errors.Is(err, task.ErrNoPeer):
 		return fmt.Errorf("%w: %w", api.ErrPeerUnavailable, err)
-	case errors.Is(err, task.ErrClosed):
+	case errors.Is(err, task.ErrClosed), errors.Is(err, task.ErrBusy):
 		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
 	var re *p2p.RemoteError
@@ -124,7 +124,7 @@ func taskHandler(e *task.Engine) p2p.Handler {
 		if err := req.DecodePayload(&r); err != nil {
 			return nil, fmt.Errorf("%w: task request: %w", task.ErrBadInput, err)
 		}
-		rec := e.Execute(ctx, r)
+		rec := e.Execute(task.WithPeer(ctx, from.String()), r)
 		rec.Origin = from.String()
 		return p2p.Reply(req, p2p.TypeTaskResult, rec)
 	}

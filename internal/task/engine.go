@@ -56,6 +56,13 @@ type Options struct {
 	// would exceed them (code too_large).
 	MaxMessageBytes int
 	MaxValueBytes   int
+	// Retention and MaxRecords bound the task records kept (defaults
+	// DefaultRetention and DefaultMaxRecords); see retention.go.
+	Retention  time.Duration
+	MaxRecords int
+	// RetentionInterval is the time between retention passes (default
+	// DefaultRetentionInterval).
+	RetentionInterval time.Duration
 }
 
 // SubmitRequest is a task submitted to this node.
@@ -73,16 +80,17 @@ type SubmitRequest struct {
 // task_duration_seconds for every execution on this node. It is safe for
 // concurrent use.
 type Engine struct {
-	store   storage.Store
-	tr      Transport
-	self    peer.ID
-	timeout time.Duration
-	log     *slog.Logger
-	execs   map[string]Executor
-	types   []string
-	met     map[string]*typeMetrics // by metric label (closed set + unknown)
-	adm     *admission
-	lim     limits
+	store    storage.Store
+	tr       Transport
+	self     peer.ID
+	timeout  time.Duration
+	log      *slog.Logger
+	execs    map[string]Executor
+	types    []string
+	met      map[string]*typeMetrics // by metric label (closed set + unknown)
+	adm      *admission
+	lim      limits
+	retained chan struct{} // closed when the retention loop has stopped
 
 	base   context.Context // cancelled (cause ErrClosed) when Close gives up waiting
 	cancel context.CancelCauseFunc
@@ -143,6 +151,15 @@ func NewEngine(store storage.Store, m *metrics.Tasks, tr Transport, self peer.ID
 		e.types = append(e.types, t)
 	}
 	slices.Sort(e.types)
+	e.retained = make(chan struct{})
+	r := &retainer{
+		store: store, page: listPager(store),
+		retention: cmp.Or(opts.Retention, DefaultRetention), maxRecords: cmp.Or(opts.MaxRecords, DefaultMaxRecords),
+		interval: cmp.Or(opts.RetentionInterval, DefaultRetentionInterval),
+		expired:  m.RecordsRemoved.WithLabelValues("expired"), overLimit: m.RecordsRemoved.WithLabelValues("over_limit"),
+		now: time.Now,
+	}
+	go r.run(e.base, e.retained, func(err error) { e.log.Warn("task retention pass failed", "err", err) })
 	for _, t := range append(slices.Clone(metrics.TaskTypes), metrics.Unknown) {
 		e.met[t] = &typeMetrics{
 			succeeded: m.Total.WithLabelValues(t, "succeeded"),
@@ -311,10 +328,12 @@ func (e *Engine) Close(ctx context.Context) error {
 	select {
 	case <-done:
 		e.cancel(ErrClosed)
+		<-e.retained
 		return nil
 	case <-ctx.Done():
 		e.cancel(ErrClosed)
 		<-done
+		<-e.retained
 		return fmt.Errorf("task: close: %w", ctx.Err())
 	}
 }
