@@ -102,6 +102,10 @@ func TestLoadDefaults(t *testing.T) {
 		{"api.listen", c.API.Listen, "127.0.0.1:7070"},
 		{"api.token", c.API.Token, ""},
 		{"task.timeout", c.Task.Timeout, 30 * time.Second},
+		{"task.max_concurrent", c.Task.MaxConcurrent, 4},
+		{"task.max_queued", c.Task.MaxQueued, 64},
+		{"task.retention", c.Task.Retention, 168 * time.Hour},
+		{"task.max_records", c.Task.MaxRecords, 100000},
 	}
 	if len(checks) != len(keyTable) {
 		t.Errorf("checked %d defaults, there are %d keys", len(checks), len(keyTable))
