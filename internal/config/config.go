@@ -66,6 +66,10 @@ type P2PConfig struct {
 	MDNS bool `yaml:"mdns"`
 	// MaxMessageBytes is the largest frame accepted from a peer.
 	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// MaxInflightBytes bounds the inbound request bytes held by handlers.
+	MaxInflightBytes int `yaml:"max_inflight_bytes"`
+	// MaxHandlersPerPeer bounds the inbound requests of one peer handled at once.
+	MaxHandlersPerPeer int `yaml:"max_handlers_per_peer"`
 }
 
 // StorageConfig is the storage section.
@@ -164,10 +168,12 @@ func Default() *Config {
 		Node: NodeConfig{DataDir: "~/.p2p-agent"},
 		Log:  LogConfig{Level: "info", Format: LogFormatJSON},
 		P2P: P2PConfig{
-			Listen:          []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
-			Bootstrap:       []string{},
-			MDNS:            true,
-			MaxMessageBytes: 1 << 20,
+			Listen:             []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+			Bootstrap:          []string{},
+			MDNS:               true,
+			MaxMessageBytes:    1 << 20,
+			MaxInflightBytes:   64 << 20,
+			MaxHandlersPerPeer: 64,
 		},
 		Storage: StorageConfig{
 			Backend:       BackendLocal,

@@ -78,6 +78,8 @@ func TestLoadDefaults(t *testing.T) {
 		{"p2p.bootstrap", c.P2P.Bootstrap, []string{}},
 		{"p2p.mdns", c.P2P.MDNS, true},
 		{"p2p.max_message_bytes", c.P2P.MaxMessageBytes, 1048576},
+		{"p2p.max_inflight_bytes", c.P2P.MaxInflightBytes, 67108864},
+		{"p2p.max_handlers_per_peer", c.P2P.MaxHandlersPerPeer, 64},
 		{"storage.backend", c.Storage.Backend, "local"},
 		{"storage.local.path", c.Storage.Local.Path, ""},
 		{"storage.redis.addrs", c.Storage.Redis.Addrs, []string{"127.0.0.1:6379"}},

@@ -99,6 +99,11 @@ func (t *taskTransport) Call(ctx context.Context, p peer.ID, req task.Request) (
 		switch {
 		case errors.As(err, &re) && (re.Code == task.CodeBadInput || re.Code == task.CodeUnknownType):
 			return task.Record{}, fmt.Errorf("%w: %w", task.ErrBadInput, err)
+		case errors.As(err, &re) && re.Code == p2p.CodeBusy:
+			// The peer holds too many requests: a busy refusal, which the
+			// engine answers by trying another peer or running it here.
+			return task.Record{ID: req.ID, Type: req.Type, State: task.StateFailed, Peer: p.String(),
+				Code: task.CodeBusy, Error: err.Error()}, nil
 		case errors.Is(err, p2p.ErrPeerUnreachable):
 			return task.Record{}, fmt.Errorf("%w: %w", task.ErrNoPeer, err)
 		}

@@ -116,8 +116,10 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 	metrics.RegisterPeers(n.reg, n.host.ConnectedPeers)
 
 	n.service = p2p.NewService(n.host, metrics.NewMessages(n.reg), p2p.ServiceConfig{
-		MaxMessageBytes: cfg.P2P.MaxMessageBytes,
-		Logger:          log,
+		MaxMessageBytes:    cfg.P2P.MaxMessageBytes,
+		MaxInflightBytes:   cfg.P2P.MaxInflightBytes,
+		MaxHandlersPerPeer: cfg.P2P.MaxHandlersPerPeer,
+		Logger:             log,
 	})
 	tr.svc, tr.host = n.service, n.host
 	n.service.Handle(p2p.TypeTaskRequest, taskHandler(n.tasks))
