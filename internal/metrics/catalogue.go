@@ -79,6 +79,7 @@ var ErrorReasons = []string{
 	"malformed",    // frame or envelope could not be decoded
 	"too_large",    // frame over p2p.max_message_bytes
 	"unknown_type", // no handler for the type
+	"busy",         // refused: p2p.max_inflight_bytes or p2p.max_handlers_per_peer reached
 	"handler",      // the handler returned an error
 	"panic",        // the handler panicked
 	"timeout",      // read, write or handling deadline exceeded

@@ -139,7 +139,8 @@ func (is *inboundStream) readLoop() (graceful bool) {
 		size := len(body)
 		if !s.held.reserve(is.from, size) {
 			s.log.Debug("inbound request refused: busy", "peer", is.from.String(), "type", env.Type)
-			is.replyError(env.ID, "handler", errBusy)
+			s.rec.failed(metrics.MessageType(env.Type), "busy")
+			is.replyError(env.ID, "busy", errBusy)
 			continue
 		}
 		select {

@@ -343,3 +343,6 @@ func Eventually(t testing.TB, d time.Duration, f func() error) {
 		}
 	}
 }
+
+// PID returns the node's process id (for /proc/PID/status).
+func (n *Node) PID() int { return n.cmd.Process.Pid }
