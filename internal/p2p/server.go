@@ -235,8 +235,8 @@ func (is *inboundStream) replyError(id, reason string, cause error) {
 	if reason == "too_large" {
 		code = CodeTooLarge
 	}
-	me, ok := cause.(*messageError)
-	if !ok {
+	me := errBusy
+	if cause != error(errBusy) {
 		me = &messageError{reason: reason, code: code, err: cause}
 	}
 	f, err := encodeFrame(errorEnvelope(id, me), 0)
