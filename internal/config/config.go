@@ -66,6 +66,10 @@ type P2PConfig struct {
 	MDNS bool `yaml:"mdns"`
 	// MaxMessageBytes is the largest frame accepted from a peer.
 	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// MaxInflightBytes bounds the inbound request bytes held by handlers.
+	MaxInflightBytes int `yaml:"max_inflight_bytes"`
+	// MaxHandlersPerPeer bounds the inbound requests of one peer handled at once.
+	MaxHandlersPerPeer int `yaml:"max_handlers_per_peer"`
 }
 
 // StorageConfig is the storage section.
@@ -164,6 +168,14 @@ type APIConfig struct {
 type TaskConfig struct {
 	// Timeout bounds a task run on a remote peer.
 	Timeout time.Duration `yaml:"timeout"`
+	// MaxConcurrent bounds the tasks executing at once.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// MaxQueued bounds the tasks waiting for a slot; beyond, busy.
+	MaxQueued int `yaml:"max_queued"`
+	// Retention is how long task records are kept.
+	Retention time.Duration `yaml:"retention"`
+	// MaxRecords bounds the task records kept.
+	MaxRecords int `yaml:"max_records"`
 }
 
 // Default returns the built-in defaults, with node.data_dir expanded to the user's home
@@ -173,10 +185,12 @@ func Default() *Config {
 		Node: NodeConfig{DataDir: "~/.p2p-agent"},
 		Log:  LogConfig{Level: "info", Format: LogFormatJSON},
 		P2P: P2PConfig{
-			Listen:          []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
-			Bootstrap:       []string{},
-			MDNS:            true,
-			MaxMessageBytes: 1 << 20,
+			Listen:             []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+			Bootstrap:          []string{},
+			MDNS:               true,
+			MaxMessageBytes:    1 << 20,
+			MaxInflightBytes:   64 << 20,
+			MaxHandlersPerPeer: 64,
 		},
 		Storage: StorageConfig{
 			Backend:       BackendLocal,
@@ -203,7 +217,7 @@ func Default() *Config {
 		},
 		API: APIConfig{Listen: "127.0.0.1:7070", ReadHeaderTimeout: 5 * time.Second, BodyTimeout: 60 * time.Second,
 			MinBodyRate: 4096, MaxConnections: 256, MaxBodyBytesInFlight: 32 << 20, ShutdownGrace: 2 * time.Second},
-		Task: TaskConfig{Timeout: 30 * time.Second},
+		Task: TaskConfig{Timeout: 30 * time.Second, MaxConcurrent: 4, MaxQueued: 64, Retention: 168 * time.Hour, MaxRecords: 100000},
 	}
 	if dir, err := expandHome(c.Node.DataDir); err == nil {
 		c.Node.DataDir = dir

@@ -78,6 +78,8 @@ func TestLoadDefaults(t *testing.T) {
 		{"p2p.bootstrap", c.P2P.Bootstrap, []string{}},
 		{"p2p.mdns", c.P2P.MDNS, true},
 		{"p2p.max_message_bytes", c.P2P.MaxMessageBytes, 1048576},
+		{"p2p.max_inflight_bytes", c.P2P.MaxInflightBytes, 67108864},
+		{"p2p.max_handlers_per_peer", c.P2P.MaxHandlersPerPeer, 64},
 		{"storage.backend", c.Storage.Backend, "local"},
 		{"storage.local.path", c.Storage.Local.Path, ""},
 		{"storage.redis.addrs", c.Storage.Redis.Addrs, []string{"127.0.0.1:6379"}},
@@ -110,6 +112,10 @@ func TestLoadDefaults(t *testing.T) {
 		{"api.max_body_bytes_in_flight", c.API.MaxBodyBytesInFlight, 33554432},
 		{"api.shutdown_grace", c.API.ShutdownGrace, 2 * time.Second},
 		{"task.timeout", c.Task.Timeout, 30 * time.Second},
+		{"task.max_concurrent", c.Task.MaxConcurrent, 4},
+		{"task.max_queued", c.Task.MaxQueued, 64},
+		{"task.retention", c.Task.Retention, 168 * time.Hour},
+		{"task.max_records", c.Task.MaxRecords, 100000},
 	}
 	if len(checks) != len(keyTable) {
 		t.Errorf("checked %d defaults, there are %d keys", len(checks), len(keyTable))

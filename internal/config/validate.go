@@ -205,6 +205,8 @@ func validate(c *Config, sources map[string]string) Errors {
 		}
 	}
 	v.intRange("p2p.max_message_bytes", c.P2P.MaxMessageBytes, 1024, maxBytesLimit)
+	v.intRange("p2p.max_inflight_bytes", c.P2P.MaxInflightBytes, c.P2P.MaxMessageBytes, maxBytesLimit)
+	v.intRange("p2p.max_handlers_per_peer", c.P2P.MaxHandlersPerPeer, 1, 1<<16)
 
 	v.enum("storage.backend", c.Storage.Backend, BackendLocal, BackendRedis)
 	v.intRange("storage.max_value_bytes", c.Storage.MaxValueBytes, 1, maxBytesLimit)
@@ -266,6 +268,10 @@ func validate(c *Config, sources map[string]string) Errors {
 	v.positive("api.shutdown_grace", a.ShutdownGrace)
 
 	v.positive("task.timeout", c.Task.Timeout)
+	v.intRange("task.max_concurrent", c.Task.MaxConcurrent, 1, 4096)
+	v.intRange("task.max_queued", c.Task.MaxQueued, 0, 1<<16)
+	v.positive("task.retention", c.Task.Retention)
+	v.intMin("task.max_records", c.Task.MaxRecords, 1)
 	return v.errs
 }
 

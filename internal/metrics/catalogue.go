@@ -79,6 +79,7 @@ var ErrorReasons = []string{
 	"malformed",    // frame or envelope could not be decoded
 	"too_large",    // frame over p2p.max_message_bytes
 	"unknown_type", // no handler for the type
+	"busy",         // refused: p2p.max_inflight_bytes or p2p.max_handlers_per_peer reached
 	"handler",      // the handler returned an error
 	"panic",        // the handler panicked
 	"timeout",      // read, write or handling deadline exceeded
@@ -202,7 +203,20 @@ var TaskOutcomes = []string{"succeeded", "failed", "cancelled"}
 type Tasks struct {
 	Total    *prometheus.CounterVec
 	Duration *prometheus.HistogramVec
+	// Running and Queued are the tasks executing and waiting for a slot.
+	Running prometheus.Gauge
+	Queued  prometheus.Gauge
+	// Refused counts tasks refused before execution, by type and reason.
+	Refused *prometheus.CounterVec
+	// RecordsRemoved counts task records deleted by retention, by reason.
+	RecordsRemoved *prometheus.CounterVec
 }
+
+// TaskRefusalReasons is the closed set of the reason label of tasks_refused_total.
+var TaskRefusalReasons = []string{"busy", "too_large"}
+
+// TaskRemovalReasons is the closed set of the reason label of tasks_records_removed_total.
+var TaskRemovalReasons = []string{"expired", "over_limit"}
 
 // NewTasks creates and registers the task families on reg, pre-initialised
 // for every type and outcome.
@@ -217,9 +231,31 @@ func NewTasks(reg prometheus.Registerer) *Tasks {
 			Help:    "Execution time of tasks on this node in seconds, by task type.",
 			Buckets: TaskBuckets,
 		}, []string{"type"}),
+		Running: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tasks_running",
+			Help: "Tasks executing on this node now.",
+		}),
+		Queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tasks_queued",
+			Help: "Tasks admitted on this node and waiting for an execution slot.",
+		}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasks_refused_total",
+			Help: "Tasks refused before execution, by task type and reason (busy, too_large).",
+		}, []string{"type", "reason"}),
+		RecordsRemoved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tasks_records_removed_total",
+			Help: "Task records deleted by retention, by reason (expired, over_limit).",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(t.Total, t.Duration)
+	reg.MustRegister(t.Total, t.Duration, t.Running, t.Queued, t.Refused, t.RecordsRemoved)
+	for _, r := range TaskRemovalReasons {
+		t.RecordsRemoved.WithLabelValues(r)
+	}
 	for _, ty := range append(append([]string(nil), TaskTypes...), Unknown) {
+		for _, r := range TaskRefusalReasons {
+			t.Refused.WithLabelValues(ty, r)
+		}
 		t.Duration.WithLabelValues(ty)
 		for _, o := range TaskOutcomes {
 			t.Total.WithLabelValues(ty, o)

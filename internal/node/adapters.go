@@ -25,7 +25,7 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", api.ErrNotFound, err)
 	case errors.Is(err, p2p.ErrPeerUnreachable), errors.Is(err, task.ErrNoPeer):
 		return fmt.Errorf("%w: %w", api.ErrPeerUnavailable, err)
-	case errors.Is(err, task.ErrClosed):
+	case errors.Is(err, task.ErrClosed), errors.Is(err, task.ErrBusy):
 		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
 	var re *p2p.RemoteError
@@ -99,6 +99,11 @@ func (t *taskTransport) Call(ctx context.Context, p peer.ID, req task.Request) (
 		switch {
 		case errors.As(err, &re) && (re.Code == task.CodeBadInput || re.Code == task.CodeUnknownType):
 			return task.Record{}, fmt.Errorf("%w: %w", task.ErrBadInput, err)
+		case errors.As(err, &re) && re.Code == p2p.CodeBusy:
+			// The peer holds too many requests: a busy refusal, which the
+			// engine answers by trying another peer or running it here.
+			return task.Record{ID: req.ID, Type: req.Type, State: task.StateFailed, Peer: p.String(),
+				Code: task.CodeBusy, Error: err.Error()}, nil
 		case errors.Is(err, p2p.ErrPeerUnreachable):
 			return task.Record{}, fmt.Errorf("%w: %w", task.ErrNoPeer, err)
 		}
@@ -124,7 +129,7 @@ func taskHandler(e *task.Engine) p2p.Handler {
 		if err := req.DecodePayload(&r); err != nil {
 			return nil, fmt.Errorf("%w: task request: %w", task.ErrBadInput, err)
 		}
-		rec := e.Execute(ctx, r)
+		rec := e.Execute(task.WithPeer(ctx, from.String()), r)
 		rec.Origin = from.String()
 		return p2p.Reply(req, p2p.TypeTaskResult, rec)
 	}

@@ -175,7 +175,7 @@ func TestBogusMessageTypesKeepCardinality(t *testing.T) {
 		}
 	}
 	if got := after.LabelValues("message_processing_errors_total", "reason"); !slices.Equal(got,
-		[]string{"handler", "malformed", "panic", "stream", "timeout", "too_large", "unknown", "unknown_type"}) {
+		[]string{"busy", "handler", "malformed", "panic", "stream", "timeout", "too_large", "unknown", "unknown_type"}) {
 		t.Errorf("error reasons = %v", got)
 	}
 	// the other reasons and types of the error family did not move

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -90,8 +91,14 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 	// host's first identify; its transport is wired once the service exists.
 	tr := &taskTransport{}
 	n.tasks = task.NewEngine(n.store, metrics.NewTasks(n.reg), tr, id, task.Options{
-		Timeout: cfg.Task.Timeout,
-		Logger:  log.With("component", "tasks"),
+		Timeout:         cfg.Task.Timeout,
+		Logger:          log.With("component", "tasks"),
+		MaxConcurrent:   cfg.Task.MaxConcurrent,
+		MaxQueued:       cmp.Or(cfg.Task.MaxQueued, -1), // 0 in the config: no queue
+		MaxMessageBytes: cfg.P2P.MaxMessageBytes,
+		MaxValueBytes:   cfg.Storage.MaxValueBytes,
+		Retention:       cfg.Task.Retention,
+		MaxRecords:      cfg.Task.MaxRecords,
 	})
 
 	n.host, err = p2p.NewHost(ctx, priv, p2p.HostConfig{
@@ -109,8 +116,10 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 	metrics.RegisterPeers(n.reg, n.host.ConnectedPeers)
 
 	n.service = p2p.NewService(n.host, metrics.NewMessages(n.reg), p2p.ServiceConfig{
-		MaxMessageBytes: cfg.P2P.MaxMessageBytes,
-		Logger:          log,
+		MaxMessageBytes:    cfg.P2P.MaxMessageBytes,
+		MaxInflightBytes:   cfg.P2P.MaxInflightBytes,
+		MaxHandlersPerPeer: cfg.P2P.MaxHandlersPerPeer,
+		Logger:             log,
 	})
 	tr.svc, tr.host = n.service, n.host
 	n.service.Handle(p2p.TypeTaskRequest, taskHandler(n.tasks))

@@ -136,16 +136,26 @@ func (is *inboundStream) readLoop() (graceful bool) {
 			_, _ = is.serve(is.ctx, is.from, env)
 			continue
 		}
+		size := len(body)
+		if !s.held.reserve(is.from, size) {
+			s.log.Debug("inbound request refused: busy", "peer", is.from.String(), "type", env.Type)
+			s.rec.failed(metrics.MessageType(env.Type), "busy")
+			is.replyError(env.ID, "busy", errBusy)
+			continue
+		}
 		select {
 		case is.sem <- struct{}{}:
 		case <-is.stopped:
+			s.held.release(is.from, size)
 			return true
 		case <-is.ctx.Done():
+			s.held.release(is.from, size)
 			return false
 		}
 		is.wg.Add(1)
 		go func() {
 			defer func() {
+				s.held.release(is.from, size)
 				<-is.sem
 				is.wg.Done()
 			}()
@@ -225,7 +235,11 @@ func (is *inboundStream) replyError(id, reason string, cause error) {
 	if reason == "too_large" {
 		code = CodeTooLarge
 	}
-	f, err := encodeFrame(errorEnvelope(id, &messageError{reason: reason, code: code, err: cause}), 0)
+	me := errBusy
+	if cause != error(errBusy) {
+		me = &messageError{reason: reason, code: code, err: cause}
+	}
+	f, err := encodeFrame(errorEnvelope(id, me), 0)
 	if err != nil {
 		return
 	}

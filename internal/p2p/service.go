@@ -40,6 +40,13 @@ type ServiceConfig struct {
 	// MaxConcurrentPerStream bounds handlers running for one stream
 	// (default 64); beyond it the stream is not read (backpressure).
 	MaxConcurrentPerStream int
+	// MaxInflightBytes bounds the bytes of inbound request frames held by
+	// running handlers across all peers (default 64 MiB), and
+	// MaxHandlersPerPeer the handlers running for one peer across its
+	// streams (default 64); beyond either a request gets the error code
+	// busy at once instead of being buffered.
+	MaxInflightBytes   int
+	MaxHandlersPerPeer int
 	// DrainTimeout bounds how long Close waits for in-flight handlers
 	// (default 5s).
 	DrainTimeout time.Duration
@@ -66,6 +73,12 @@ func (c *ServiceConfig) defaults() {
 	if c.MaxConcurrentPerStream <= 0 {
 		c.MaxConcurrentPerStream = 64
 	}
+	if c.MaxInflightBytes <= 0 {
+		c.MaxInflightBytes = DefaultMaxInflightBytes
+	}
+	if c.MaxHandlersPerPeer <= 0 {
+		c.MaxHandlersPerPeer = DefaultMaxHandlersPerPeer
+	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 5 * time.Second
 	}
@@ -85,6 +98,7 @@ type Service struct {
 	log     *slog.Logger
 	rec     recorder
 	observe Middleware
+	held    *inflight
 
 	mu          sync.Mutex
 	handlers    map[string]route
@@ -121,6 +135,7 @@ func NewService(h *Host, m *metrics.Messages, cfg ServiceConfig) *Service {
 		log:      cfg.Logger.With("component", "messages"),
 		rec:      recorder{m},
 		observe:  MetricsMiddleware(m),
+		held:     newInflight(cfg.MaxInflightBytes, cfg.MaxHandlersPerPeer),
 		handlers: make(map[string]route),
 		inbound:  make(map[*inboundStream]struct{}),
 		outbound: make(map[peer.ID]*outboundStream),

@@ -45,6 +45,24 @@ type Options struct {
 	// Executors are registered after the built-in ones, replacing any of the
 	// same type. Tests use it to add executors of their own.
 	Executors []Executor
+	// MaxConcurrent bounds the tasks executing at once (default
+	// DefaultMaxConcurrent); MaxQueued bounds those waiting for a slot
+	// (default DefaultMaxQueued, -1 for none). Beyond them tasks are refused
+	// at once with code busy.
+	MaxConcurrent int
+	MaxQueued     int
+	// MaxMessageBytes bounds a result sent to a peer and MaxValueBytes a
+	// stored record (0: no limit); executors refuse inputs whose output
+	// would exceed them (code too_large).
+	MaxMessageBytes int
+	MaxValueBytes   int
+	// Retention and MaxRecords bound the task records kept (defaults
+	// DefaultRetention and DefaultMaxRecords); see retention.go.
+	Retention  time.Duration
+	MaxRecords int
+	// RetentionInterval is the time between retention passes (default
+	// DefaultRetentionInterval).
+	RetentionInterval time.Duration
 }
 
 // SubmitRequest is a task submitted to this node.
@@ -62,14 +80,17 @@ type SubmitRequest struct {
 // task_duration_seconds for every execution on this node. It is safe for
 // concurrent use.
 type Engine struct {
-	store   storage.Store
-	tr      Transport
-	self    peer.ID
-	timeout time.Duration
-	log     *slog.Logger
-	execs   map[string]Executor
-	types   []string
-	met     map[string]*typeMetrics // by metric label (closed set + unknown)
+	store    storage.Store
+	tr       Transport
+	self     peer.ID
+	timeout  time.Duration
+	log      *slog.Logger
+	execs    map[string]Executor
+	types    []string
+	met      map[string]*typeMetrics // by metric label (closed set + unknown)
+	adm      *admission
+	lim      limits
+	retained chan struct{} // closed when the retention loop has stopped
 
 	base   context.Context // cancelled (cause ErrClosed) when Close gives up waiting
 	cancel context.CancelCauseFunc
@@ -91,6 +112,7 @@ type pending struct {
 type typeMetrics struct {
 	succeeded, failed, cancelled prometheus.Counter
 	duration                     prometheus.Observer
+	busy, tooLarge               prometheus.Counter
 }
 
 // NewEngine returns an engine over store (records and index data), recording
@@ -110,7 +132,13 @@ func NewEngine(store storage.Store, m *metrics.Tasks, tr Transport, self peer.ID
 		met:      make(map[string]*typeMetrics),
 		pending:  make(map[string]*pending),
 		inflight: make(map[peer.ID]int),
+		lim:      newLimits(opts.MaxMessageBytes, opts.MaxValueBytes),
 	}
+	maxQueued := cmp.Or(opts.MaxQueued, DefaultMaxQueued)
+	if maxQueued < 0 {
+		maxQueued = 0
+	}
+	e.adm = newAdmission(cmp.Or(opts.MaxConcurrent, DefaultMaxConcurrent()), maxQueued, m.Running, m.Queued)
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
@@ -123,12 +151,23 @@ func NewEngine(store storage.Store, m *metrics.Tasks, tr Transport, self peer.ID
 		e.types = append(e.types, t)
 	}
 	slices.Sort(e.types)
+	e.retained = make(chan struct{})
+	r := &retainer{
+		store: store, page: listPager(store),
+		retention: cmp.Or(opts.Retention, DefaultRetention), maxRecords: cmp.Or(opts.MaxRecords, DefaultMaxRecords),
+		interval: cmp.Or(opts.RetentionInterval, DefaultRetentionInterval),
+		expired:  m.RecordsRemoved.WithLabelValues("expired"), overLimit: m.RecordsRemoved.WithLabelValues("over_limit"),
+		now: time.Now,
+	}
+	go r.run(e.base, e.retained, func(err error) { e.log.Warn("task retention pass failed", "err", err) })
 	for _, t := range append(slices.Clone(metrics.TaskTypes), metrics.Unknown) {
 		e.met[t] = &typeMetrics{
 			succeeded: m.Total.WithLabelValues(t, "succeeded"),
 			failed:    m.Total.WithLabelValues(t, "failed"),
 			cancelled: m.Total.WithLabelValues(t, "cancelled"),
 			duration:  m.Duration.WithLabelValues(t),
+			busy:      m.Refused.WithLabelValues(t, "busy"),
+			tooLarge:  m.Refused.WithLabelValues(t, "too_large"),
 		}
 	}
 	return e
@@ -150,6 +189,10 @@ func (e *Engine) Submit(ctx context.Context, req SubmitRequest) (Record, error) 
 	}
 	if req.Peer != "" && req.Peer != e.self && e.tr == nil {
 		return Record{}, fmt.Errorf("%w: peer %s requested but this node has no transport", ErrNoPeer, req.Peer)
+	}
+	if e.adm.full() && (req.Peer == "" || req.Peer == e.self) && len(e.offering(req.Type)) == 0 {
+		e.met[metrics.TaskType(req.Type)].busy.Inc()
+		return Record{}, ErrBusy
 	}
 	rec := Record{
 		ID:        newID(),
@@ -266,7 +309,7 @@ func (e *Engine) Execute(ctx context.Context, req Request) Record {
 		ctx, c = context.WithTimeout(ctx, time.Duration(req.TimeoutMS)*time.Millisecond)
 		defer c()
 	}
-	res, code, err := e.execute(ctx, req.Type, req.Input)
+	res, code, err := e.execute(ctx, req.Type, req.Input, cmp.Or(peerOf(ctx), "remote"), e.lim.remote)
 	return finish(rec, res, code, err)
 }
 
@@ -285,10 +328,12 @@ func (e *Engine) Close(ctx context.Context) error {
 	select {
 	case <-done:
 		e.cancel(ErrClosed)
+		<-e.retained
 		return nil
 	case <-ctx.Done():
 		e.cancel(ErrClosed)
 		<-done
+		<-e.retained
 		return fmt.Errorf("task: close: %w", ctx.Err())
 	}
 }
@@ -340,9 +385,7 @@ func (e *Engine) run(p *pending, rec Record, req SubmitRequest) {
 
 // complete persists the final record and wakes waiters.
 func (e *Engine) complete(p *pending, rec Record) {
-	if err := e.persist(e.base, rec); err != nil {
-		e.log.Error("task record not stored", "id", rec.ID, "state", rec.State, "err", err)
-	}
+	rec = e.persistFinal(rec)
 	p.final = rec
 	close(p.done)
 	e.mu.Lock()
@@ -360,8 +403,12 @@ func (e *Engine) dispatch(ctx context.Context, rec Record, req SubmitRequest) Re
 	wire := Request{ID: rec.ID, Type: req.Type, Input: req.Input, TimeoutMS: e.timeout.Milliseconds()}
 	var tried []peer.ID
 	var failures []string
-	for attempt := 1; attempt <= 2; attempt++ {
+	maxAttempts := 2
+	for attempt := 1; attempt <= maxAttempts; attempt++ {
 		target := req.Peer
+		if attempt == 3 {
+			target = e.self // every peer asked was busy: run here
+		}
 		if target == "" {
 			target = e.pick(req.Type, tried)
 		}
@@ -374,7 +421,7 @@ func (e *Engine) dispatch(ctx context.Context, rec Record, req SubmitRequest) Re
 			rec.Peer = e.self.String()
 			e.persistRunning(rec)
 			actx, cancel := context.WithTimeoutCause(ctx, e.timeout, errAttemptTimeout)
-			res, code, err := e.execute(actx, req.Type, req.Input)
+			res, code, err := e.execute(actx, req.Type, req.Input, "", e.lim.local)
 			cancel()
 			if err != nil && len(failures) > 0 {
 				err = fmt.Errorf("%s; attempt %d locally: %w", strings.Join(failures, "; "), attempt, err)
@@ -390,7 +437,10 @@ func (e *Engine) dispatch(ctx context.Context, rec Record, req SubmitRequest) Re
 		}
 		retry, code, msg := classify(remote, err)
 		failures = append(failures, fmt.Sprintf("attempt %d on peer %s: %s", attempt, target, msg))
-		if !retry || attempt == 2 || ctx.Err() != nil {
+		if code == CodeBusy && req.Peer == "" {
+			maxAttempts = 3
+		}
+		if !retry || attempt == maxAttempts || ctx.Err() != nil {
 			if ctx.Err() != nil {
 				code = CodeClosed
 			}
@@ -413,7 +463,7 @@ func classify(remote Record, err error) (retry bool, code, msg string) {
 		return true, CodeUnavailable, err.Error()
 	case remote.State != StateFailed:
 		return true, CodeUnavailable, fmt.Sprintf("peer answered with a %q record", remote.State)
-	case remote.Code == CodeUnknownType || remote.Code == CodeClosed:
+	case remote.Code == CodeUnknownType || remote.Code == CodeClosed || remote.Code == CodeBusy:
 		return true, remote.Code, remote.Error
 	case remote.Code == CodeCancelled:
 		// The peer stopped at our deadline (or lost our stream) first.
@@ -497,7 +547,7 @@ func (e *Engine) fanOut(ctx context.Context, rec Record, req SubmitRequest, peer
 	k, err := in.parse(req.Input)
 	if err != nil {
 		// Counted as a local execution that failed on its input.
-		res, code, err := e.execute(ctx, req.Type, req.Input)
+		res, code, err := e.execute(ctx, req.Type, req.Input, "", e.lim.local)
 		return finish(rec, res, code, err)
 	}
 	rec.State, rec.Peer, rec.Attempts, rec.StartedAt = StateRunning, e.self.String(), 1, time.Now().UTC()
@@ -528,7 +578,7 @@ func (e *Engine) fanOut(ctx context.Context, rec Record, req SubmitRequest, peer
 		actx, cancel := context.WithTimeoutCause(ctx, e.timeout, errAttemptTimeout)
 		defer cancel()
 		a := answer{peer: e.self}
-		a.result, a.code, a.err = e.execute(actx, req.Type, req.Input)
+		a.result, a.code, a.err = e.execute(actx, req.Type, req.Input, "", e.lim.local)
 		answers[len(peers)] = a
 	})
 	wg.Wait()
@@ -595,10 +645,29 @@ func classifyErr(remote Record, err error) (bool, string, error) {
 // The executor runs in its own goroutine so that a cancelled ctx returns at
 // once even if the executor ignores it; a panic is recovered. It returns
 // the result, or a failure code and error.
-func (e *Engine) execute(ctx context.Context, typ string, input json.RawMessage) (json.RawMessage, string, error) {
-	start := time.Now()
+func (e *Engine) execute(ctx context.Context, typ string, input json.RawMessage, who string, limit int) (json.RawMessage, string, error) {
 	m := e.met[metrics.TaskType(typ)]
+	if x, ok := e.execs[typ]; ok && isObject(input) {
+		if err := checkBound(x, input, limit); errors.Is(err, ErrTooLarge) {
+			m.tooLarge.Inc()
+			return nil, CodeTooLarge, err
+		}
+	}
+	release, err := e.adm.acquire(ctx, who)
+	if errors.Is(err, ErrBusy) {
+		m.busy.Inc()
+		return nil, CodeBusy, err
+	}
+	if err != nil {
+		return nil, CodeCancelled, fmt.Errorf("cancelled while queued: %w", err)
+	}
+	defer release()
+	start := time.Now()
 	res, code, err := e.executeUnmeasured(ctx, typ, input)
+	if err == nil && limit > 0 && len(res) > limit {
+		m.tooLarge.Inc()
+		res, code, err = nil, CodeTooLarge, fmt.Errorf("%w: %s output is %d bytes, over the limit of %d", ErrTooLarge, typ, len(res), limit)
+	}
 	switch {
 	case err == nil:
 		m.succeeded.Inc()

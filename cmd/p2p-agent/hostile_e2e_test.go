@@ -1,0 +1,199 @@
+package main_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
+	"github.com/p2p-ai-agents/p2p-agent/internal/task"
+	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
+)
+
+// rssBytes reads VmRSS of process pid from /proc.
+func rssBytes(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseInt(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmRSS")
+	return 0
+}
+
+// TestHostilePeerBoundedMemory connects a real libp2p host to the built
+// binary and sends it 16 streams x 64 task.request frames at once whose
+// outputs are huge (text.embed at the largest dim, text.chunk with a tiny
+// window) or just under the message limit. The node's RSS must stay under
+// 512 MiB during and after, every request must be answered (a result or a
+// refusal), and the refusals must be counted exactly.
+func TestHostilePeerBoundedMemory(t *testing.T) {
+	testenv.SkipIfShort(t, "starts the binary")
+	n := testenv.StartNode(t, testenv.NodeOptions{})
+	pid := n.PID()
+	idle := rssBytes(t, pid)
+
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ai, err := peer.AddrInfoFromString(n.FullAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := h.Connect(ctx, *ai); err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Timeout: 5 * time.Second}
+	before, _ := testenv.Scrape(t, client, n.MetricsURL)
+
+	texts := make([]string, 4096)
+	for i := range texts {
+		texts[i] = "w" + strconv.Itoa(i)
+	}
+	hugeEmbed, _ := json.Marshal(map[string]any{"texts": texts, "dim": task.MaxDim})
+	nearEmbed, _ := json.Marshal(map[string]any{"texts": texts[:7], "dim": task.MaxDim})
+	hugeChunk, _ := json.Marshal(map[string]any{"text": strings.Repeat("a ", 20000), "size": 2, "overlap": 1})
+	inputs := []struct {
+		typ   string
+		input json.RawMessage
+	}{{task.TypeEmbed, hugeEmbed}, {task.TypeEmbed, nearEmbed}, {task.TypeChunk, hugeChunk}, {task.TypeEmbed, nearEmbed}}
+
+	const streams, perStream = 16, 64
+	var (
+		mu      sync.Mutex
+		replies = map[string]int{} // "<type>/<state>/<code>" or "error/<code>"
+		peak    int64
+		wg      sync.WaitGroup
+		done    = make(chan struct{})
+	)
+	go func() { // sample RSS while the attack runs
+		for {
+			r := rssBytes(t, pid)
+			mu.Lock()
+			peak = max(peak, r)
+			mu.Unlock()
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	for s := range streams {
+		wg.Go(func() {
+			st, err := h.NewStream(ctx, ai.ID, protocol.ID(p2p.ProtocolID))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer st.Close()
+			var buf []byte
+			for i := range perStream {
+				in := inputs[(s+i)%len(inputs)]
+				payload, _ := json.Marshal(task.Request{Type: in.typ, Input: in.input, TimeoutMS: 60000})
+				env, _ := json.Marshal(p2p.Envelope{V: 1, ID: fmt.Sprintf("s%d-%d", s, i), Type: p2p.TypeTaskRequest, SentAt: time.Now().UTC(), Payload: payload})
+				buf = append(binary.AppendUvarint(buf, uint64(len(env))), env...)
+			}
+			go func() { // write while the replies are read, as a real requester does
+				if _, err := st.Write(buf); err != nil {
+					t.Error(err)
+				}
+			}()
+			br := bufio.NewReader(st)
+			for range perStream {
+				size, err := binary.ReadUvarint(br)
+				if err != nil {
+					t.Errorf("stream %d: %v", s, err)
+					return
+				}
+				body := make([]byte, size)
+				if _, err := io.ReadFull(br, body); err != nil {
+					t.Errorf("stream %d: %v", s, err)
+					return
+				}
+				var env p2p.Envelope
+				if err := json.Unmarshal(body, &env); err != nil {
+					t.Errorf("stream %d: %v", s, err)
+					return
+				}
+				key := "error/"
+				if env.Type == p2p.TypeTaskResult {
+					var rec task.Record
+					_ = json.Unmarshal(env.Payload, &rec)
+					key = rec.Type + "/" + string(rec.State) + "/" + rec.Code
+				} else {
+					var ep p2p.ErrorPayload
+					_ = json.Unmarshal(env.Payload, &ep)
+					key += ep.Code
+				}
+				mu.Lock()
+				replies[key]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(done)
+	mu.Lock()
+	t.Logf("replies: %v", replies)
+	t.Logf("RSS idle %d MiB, peak during the attack %d MiB", idle>>20, peak>>20)
+	total := 0
+	for _, c := range replies {
+		total += c
+	}
+	if total != streams*perStream {
+		t.Fatalf("%d replies, want %d", total, streams*perStream)
+	}
+	if peak >= 512<<20 {
+		t.Fatalf("peak RSS %d MiB, want < 512 MiB", peak>>20)
+	}
+	mu.Unlock()
+
+	after, _ := testenv.Scrape(t, client, n.MetricsURL)
+	ds := []testenv.Delta{
+		{Name: "tasks_refused_total", Labels: testenv.L("type", task.TypeEmbed, "reason", "too_large"), Want: float64(replies["text.embed/failed/too_large"])},
+		{Name: "tasks_refused_total", Labels: testenv.L("type", task.TypeChunk, "reason", "too_large"), Want: float64(replies["text.chunk/failed/too_large"])},
+		{Name: "tasks_refused_total", Labels: testenv.L("type", task.TypeEmbed, "reason", "busy"), Want: float64(replies["text.embed/failed/busy"])},
+		{Name: "message_processing_errors_total", Labels: testenv.L("type", p2p.TypeTaskRequest, "reason", "busy"), Want: float64(replies["error/busy"])},
+		{Name: "tasks_total", Labels: testenv.L("type", task.TypeEmbed, "outcome", "succeeded"), Want: float64(replies["text.embed/succeeded/"])},
+	}
+	if err := testenv.CheckDeltas(before, after, ds); err != nil {
+		t.Fatal(err)
+	}
+	if replies["text.embed/failed/too_large"] == 0 || replies["text.chunk/failed/too_large"] == 0 || replies["text.embed/succeeded/"] == 0 {
+		t.Fatalf("expected too_large refusals and successes: %v", replies)
+	}
+	var settled int64
+	testenv.Eventually(t, 30*time.Second, func() error {
+		settled = rssBytes(t, pid)
+		if settled > idle+128<<20 {
+			return fmt.Errorf("RSS %d MiB, idle was %d MiB", settled>>20, idle>>20)
+		}
+		return nil
+	})
+	t.Logf("RSS after the attack %d MiB", settled>>20)
+}
