@@ -200,10 +200,13 @@ func (s *Store) List(ctx context.Context, prefix string, _ storage.Consistency) 
 	return out, nil
 }
 
+// slabBytes is the size of the buffers ListPage copies small values into.
+const slabBytes = 64 << 10
+
 // ListPage returns up to limit entries with prefix whose key is greater
 // than after, from one iterator bounded to the prefix and positioned with
-// SeekGE(after). The values of a page are copied into one buffer (one
-// allocation per page, not per entry); the page ends early once they reach
+// SeekGE(after). The values of a page are copied into 64 KiB slabs (a
+// few allocations per page, not one per entry); the page ends early once they reach
 // storage.MaxPageBytes. next is "" exactly when no further key exists.
 func (s *Store) ListPage(ctx context.Context, prefix, after string, limit int, _ storage.Consistency) ([]storage.KV, string, error) {
 	if err := ctx.Err(); err != nil {
@@ -235,15 +238,14 @@ func (s *Store) ListPage(ctx context.Context, prefix, after string, limit int, _
 	} else {
 		ok = it.First()
 	}
-	type span struct{ off, n int }
 	var (
-		out   = make([]storage.KV, 0, min(limit, 1024))
-		spans = make([]span, 0, cap(out))
-		buf   = []byte{}
-		next  string
+		out  = make([]storage.KV, 0, min(limit, 1024))
+		slab []byte // values are copied into shared slabs: few allocations per page
+		size int
+		next string
 	)
 	for ; ok; ok = it.Next() {
-		if len(out) == limit || len(buf) >= storage.MaxPageBytes {
+		if len(out) == limit || size >= storage.MaxPageBytes {
 			next = out[len(out)-1].Key
 			break
 		}
@@ -252,15 +254,23 @@ func (s *Store) ListPage(ctx context.Context, prefix, after string, limit int, _
 			_ = it.Close()
 			return nil, "", fmt.Errorf("local list: value of %q: %w", it.Key(), err)
 		}
-		spans = append(spans, span{len(buf), len(v)})
-		buf = append(buf, v...)
-		out = append(out, storage.KV{Key: string(it.Key())})
+		var cp []byte
+		switch {
+		case len(v) > slabBytes/4:
+			cp = append(make([]byte, 0, len(v)), v...)
+		default:
+			if cap(slab)-len(slab) < len(v) {
+				slab = make([]byte, 0, slabBytes)
+			}
+			n := len(slab)
+			slab = append(slab, v...)
+			cp = slab[n:len(slab):len(slab)]
+		}
+		size += len(v)
+		out = append(out, storage.KV{Key: string(it.Key()), Value: cp})
 	}
 	if err := it.Close(); err != nil {
 		return nil, "", fmt.Errorf("local list: %w", err)
-	}
-	for i, sp := range spans {
-		out[i].Value = buf[sp.off : sp.off+sp.n : sp.off+sp.n]
 	}
 	return out, next, nil
 }
