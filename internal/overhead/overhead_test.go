@@ -31,6 +31,9 @@ func (n *noopStore) Delete(context.Context, string, storage.Consistency) error  
 func (n *noopStore) List(context.Context, string, storage.Consistency) ([]storage.KV, error) {
 	return nil, nil
 }
+func (n *noopStore) ListPage(context.Context, string, string, int, storage.Consistency) ([]storage.KV, string, error) {
+	return nil, "", nil
+}
 func (n *noopStore) Close() error { return nil }
 
 // pingPair is two libp2p hosts on loopback TCP with message services, with

@@ -80,6 +80,14 @@ func (in *instrumented) List(ctx context.Context, prefix string, c Consistency) 
 	return kvs, err
 }
 
+// ListPage is recorded as a "list" operation: one per page.
+func (in *instrumented) ListPage(ctx context.Context, prefix, after string, limit int, c Consistency) ([]KV, string, error) {
+	start := metrics.Now()
+	kvs, next, err := in.next.ListPage(ctx, prefix, after, limit, c)
+	in.record(OpList, start, err)
+	return kvs, next, err
+}
+
 func (in *instrumented) Close() error { return in.next.Close() }
 
 // Unwrap returns the wrapped store.

@@ -37,6 +37,9 @@ func (n *noopStore) Delete(context.Context, string, storage.Consistency) error  
 func (n *noopStore) List(context.Context, string, storage.Consistency) ([]storage.KV, error) {
 	return n.kvs, n.err
 }
+func (n *noopStore) ListPage(context.Context, string, string, int, storage.Consistency) ([]storage.KV, string, error) {
+	return n.kvs, "", n.err
+}
 func (n *noopStore) Close() error { return nil }
 
 // histogram returns the sample count and sum of the duration histogram
@@ -141,6 +144,15 @@ func TestInstrumentRealLocalStore(t *testing.T) {
 	if err := s.Put(ctx, "bad\x00key", []byte("v"), storage.Strong); !errors.Is(err, storage.ErrInvalidKey) {
 		t.Fatalf("invalid key: %v", err)
 	}
+	// Each page of a paged read is one "list" operation: pages of one
+	// entry over puts-deletes entries, the last with no next cursor.
+	seen := 0
+	if err := storage.Each(ctx, s, "k", storage.Strong, 1, func(storage.KV) error { seen++; return nil }); err != nil || seen != puts-deletes {
+		t.Fatalf("Each: %d entries, %v", seen, err)
+	}
+	if _, _, err := s.ListPage(ctx, "k", "", 0, storage.Strong); !errors.Is(err, storage.ErrInvalidPage) {
+		t.Fatalf("limit 0: %v", err)
+	}
 
 	want := map[string]struct {
 		ops, errs float64
@@ -148,7 +160,7 @@ func TestInstrumentRealLocalStore(t *testing.T) {
 		"put":    {puts + 1, 1},
 		"get":    {gets, 0},
 		"delete": {deletes, 0},
-		"list":   {lists, 0},
+		"list":   {lists + puts - deletes + 1, 1},
 	}
 	for op, w := range want {
 		if got := counter(m, "ops", op, "local"); got != w.ops {
@@ -250,12 +262,14 @@ func TestInstrumentDoesNotAllocate(t *testing.T) {
 	failing := storage.Instrument(&noopStore{err: storage.ErrUnavailable}, m, "local")
 	ctx := context.Background()
 	tests := map[string]func(){
-		"get":          func() { _, _ = s.Get(ctx, "k", storage.Strong) },
-		"put":          func() { _ = s.Put(ctx, "k", value, storage.Strong) },
-		"delete":       func() { _ = s.Delete(ctx, "k", storage.Eventual) },
-		"list":         func() { _, _ = s.List(ctx, "k", storage.Strong) },
-		"get-notfound": func() { _, _ = missing.Get(ctx, "k", storage.Strong) },
-		"put-error":    func() { _ = failing.Put(ctx, "k", value, storage.Strong) },
+		"get":           func() { _, _ = s.Get(ctx, "k", storage.Strong) },
+		"put":           func() { _ = s.Put(ctx, "k", value, storage.Strong) },
+		"delete":        func() { _ = s.Delete(ctx, "k", storage.Eventual) },
+		"list":          func() { _, _ = s.List(ctx, "k", storage.Strong) },
+		"list-page":     func() { _, _, _ = s.ListPage(ctx, "k", "k/1", 100, storage.Strong) },
+		"list-page-err": func() { _, _, _ = failing.ListPage(ctx, "k", "", 1, storage.Strong) },
+		"get-notfound":  func() { _, _ = missing.Get(ctx, "k", storage.Strong) },
+		"put-error":     func() { _ = failing.Put(ctx, "k", value, storage.Strong) },
 	}
 	for name, fn := range tests {
 		if allocs := testing.AllocsPerRun(1000, fn); allocs != 0 {

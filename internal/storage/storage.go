@@ -26,6 +26,8 @@ var (
 	ErrClosed = errors.New("store closed")
 	// ErrInvalidConsistency means a consistency level name was not recognised.
 	ErrInvalidConsistency = errors.New("invalid consistency level")
+	// ErrInvalidPage means a ListPage limit is not in 1..MaxPageLimit.
+	ErrInvalidPage = errors.New("invalid page")
 )
 
 // MaxKeyBytes is the longest key accepted by every backend.
@@ -75,7 +77,16 @@ func ParseConsistency(s string) (Consistency, error) {
 	return Strong, fmt.Errorf("%w: %q (want strong, eventual, read-your-writes or causal)", ErrInvalidConsistency, s)
 }
 
-// KV is one key and its value, as returned by List.
+// MaxPageLimit is the largest limit ListPage accepts.
+const MaxPageLimit = 10000
+
+// MaxPageBytes bounds the value bytes of one ListPage answer: a backend
+// stops a page early (with a next cursor) once its values reach this
+// size, so a page holds at most MaxPageBytes plus one value whatever the
+// limit. Callers must follow next, never infer the end from a short page.
+const MaxPageBytes = 16 << 20
+
+// KV is one key and its value, as returned by List and ListPage.
 type KV struct {
 	Key   string
 	Value []byte
@@ -84,12 +95,23 @@ type KV struct {
 // Store is the key-value contract every backend implements. Implementations
 // must be safe for concurrent use. Get returns ErrNotFound for a missing key;
 // Delete of a missing key succeeds. List returns every key with the given
-// prefix in ascending byte order.
+// prefix in ascending byte order, all at once: production code that a peer
+// or an API client can reach uses ListPage (or Each) instead, which holds
+// one bounded page at a time.
+//
+// ListPage returns at most limit entries whose key has prefix and is
+// strictly greater than after ("" means from the start), in ascending byte
+// order, and next: the key to pass as after for the following page, or ""
+// when there are no more. A page may be shorter than limit (its values
+// reached MaxPageBytes) while next is not "". limit must be in
+// 1..MaxPageLimit (else an error wrapping ErrInvalidPage); after is "" or a
+// valid key (else ErrInvalidKey), and need not exist or have prefix.
 type Store interface {
 	Get(ctx context.Context, key string, c Consistency) ([]byte, error)
 	Put(ctx context.Context, key string, value []byte, c Consistency) error
 	Delete(ctx context.Context, key string, c Consistency) error
 	List(ctx context.Context, prefix string, c Consistency) ([]KV, error)
+	ListPage(ctx context.Context, prefix, after string, limit int, c Consistency) (kvs []KV, next string, err error)
 	Close() error
 }
 
@@ -129,6 +151,23 @@ func ValidateKey(key string) error {
 		return fmt.Errorf("%w: contains NUL", ErrInvalidKey)
 	case !utf8.ValidString(key):
 		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidKey)
+	}
+	return nil
+}
+
+// ValidatePage checks the arguments of ListPage: a valid prefix, an after
+// cursor that is empty or a valid key, and a limit in 1..MaxPageLimit.
+func ValidatePage(prefix, after string, limit int) error {
+	if err := ValidatePrefix(prefix); err != nil {
+		return err
+	}
+	if after != "" {
+		if err := ValidateKey(after); err != nil {
+			return fmt.Errorf("after: %w", err)
+		}
+	}
+	if limit < 1 || limit > MaxPageLimit {
+		return fmt.Errorf("%w: limit %d out of range 1..%d", ErrInvalidPage, limit, MaxPageLimit)
 	}
 	return nil
 }

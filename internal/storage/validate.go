@@ -53,4 +53,11 @@ func (v *validated) List(ctx context.Context, prefix string, c Consistency) ([]K
 	return v.next.List(ctx, prefix, c)
 }
 
+func (v *validated) ListPage(ctx context.Context, prefix, after string, limit int, c Consistency) ([]KV, string, error) {
+	if err := ValidatePage(prefix, after, limit); err != nil {
+		return nil, "", err
+	}
+	return v.next.ListPage(ctx, prefix, after, limit, c)
+}
+
 func (v *validated) Close() error { return v.next.Close() }

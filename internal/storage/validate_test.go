@@ -31,6 +31,10 @@ func (c *countingStore) List(ctx context.Context, p string, l storage.Consistenc
 	c.calls++
 	return nil, nil
 }
+func (c *countingStore) ListPage(context.Context, string, string, int, storage.Consistency) ([]storage.KV, string, error) {
+	c.calls++
+	return nil, "", nil
+}
 
 func TestValidateStopsBadInputBeforeTheBackend(t *testing.T) {
 	inner := &countingStore{}
@@ -80,5 +84,43 @@ func TestValidateStopsBadInputBeforeTheBackend(t *testing.T) {
 	}
 	if err := d.Put(ctx, "k", make([]byte, storage.DefaultMaxValueBytes+1), storage.Strong); !errors.Is(err, storage.ErrValueTooLarge) {
 		t.Fatal(err)
+	}
+}
+
+// TestValidateListPage: a bad prefix or cursor is ErrInvalidKey, a limit
+// outside 1..MaxPageLimit is ErrInvalidPage, and none reaches the backend.
+func TestValidateListPage(t *testing.T) {
+	inner := &countingStore{}
+	s := storage.Validate(inner, 10)
+	ctx := context.Background()
+	bad := []struct {
+		name          string
+		prefix, after string
+		limit         int
+		want          error
+	}{
+		{"NUL prefix", "a\x00", "", 1, storage.ErrInvalidKey},
+		{"NUL after", "a", "a\x00", 1, storage.ErrInvalidKey},
+		{"long after", "", strings.Repeat("x", storage.MaxKeyBytes+1), 1, storage.ErrInvalidKey},
+		{"non-UTF-8 after", "", "\xff", 1, storage.ErrInvalidKey},
+		{"zero limit", "", "", 0, storage.ErrInvalidPage},
+		{"negative limit", "", "", -1, storage.ErrInvalidPage},
+		{"limit over max", "", "", storage.MaxPageLimit + 1, storage.ErrInvalidPage},
+	}
+	for _, tc := range bad {
+		if _, _, err := s.ListPage(ctx, tc.prefix, tc.after, tc.limit, storage.Strong); !errors.Is(err, tc.want) {
+			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.want)
+		}
+	}
+	if inner.calls != 0 {
+		t.Fatalf("%d invalid pages reached the backend", inner.calls)
+	}
+	for _, limit := range []int{1, storage.MaxPageLimit} {
+		if _, _, err := s.ListPage(ctx, "", "any/key", limit, storage.Strong); err != nil {
+			t.Fatalf("limit %d: %v", limit, err)
+		}
+	}
+	if inner.calls != 2 {
+		t.Fatalf("%d calls reached the backend, want 2", inner.calls)
 	}
 }

@@ -174,3 +174,36 @@ func BenchmarkIndexAdd10KB(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkSearchWholeList is the search as it was before paging, kept as
+// the baseline of BenchmarkSearch: one List of the whole collection, then
+// one dot product per chunk into the same top-k heap.
+func BenchmarkSearchWholeList(b *testing.B) {
+	for _, n := range []int{10_000, 100_000} {
+		b.Run(fmt.Sprintf("chunks=%d", n), func(b *testing.B) {
+			store := openStore(b)
+			populate(b, store, n)
+			words := strings.Fields(prose(4096, 5))
+			ctx := context.Background()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				query := strings.Join(words[(i%16)*5:(i%16)*5+5], " ")
+				kvs, err := store.List(ctx, collectionPrefix("bench"), storage.ReadYourWrites)
+				if err != nil {
+					b.Fatal(err)
+				}
+				q := Embed(query, DefaultDim)
+				top := make(topK, 0, 10)
+				for j, kv := range kvs {
+					if _, vec, _, ok := decodeChunk(kv.Value); ok {
+						if s := dotBytes(q, vec); s > 0 {
+							top.offer(10, hit{score: s, seq: j})
+						}
+					}
+				}
+				i++
+			}
+		})
+	}
+}

@@ -343,27 +343,27 @@ func (e *Engine) Close(ctx context.Context) error {
 // they were cut off when the node last stopped. The node calls it once at
 // start. It returns how many records it changed.
 func (e *Engine) Recover(ctx context.Context) (int, error) {
-	kvs, err := e.store.List(ctx, RecordPrefix, storage.Strong)
-	if err != nil {
-		return 0, fmt.Errorf("task: recover: %w", err)
-	}
 	n := 0
-	for _, kv := range kvs {
+	err := storage.Each(ctx, e.store, RecordPrefix, storage.Strong, 0, func(kv storage.KV) error {
 		var rec Record
 		if json.Unmarshal(kv.Value, &rec) != nil || rec.State.Final() || rec.Origin != e.self.String() {
-			continue
+			return nil
 		}
 		e.mu.Lock()
 		_, running := e.pending[rec.ID]
 		e.mu.Unlock()
 		if running {
-			continue
+			return nil
 		}
 		rec = finish(rec, nil, CodeInterrupted, errors.New("interrupted: the node stopped before the task finished"))
 		if err := e.persist(ctx, rec); err != nil {
-			return n, fmt.Errorf("task: recover: %w", err)
+			return err
 		}
 		n++
+		return nil
+	})
+	if err != nil {
+		return n, fmt.Errorf("task: recover: %w", err)
 	}
 	return n, nil
 }

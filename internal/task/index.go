@@ -155,17 +155,19 @@ func (x IndexAddExecutor) Execute(ctx context.Context, input json.RawMessage) (j
 	if len(chunks) > MaxDocChunks {
 		return nil, fmt.Errorf("%w: %d chunks exceeds %d", ErrBadInput, len(chunks), MaxDocChunks)
 	}
-	old, err := x.Store.List(ctx, docPrefix(in.Collection, in.ID), storage.ReadYourWrites)
-	if err != nil {
-		return nil, fmt.Errorf("index.add: list old chunks: %w", err)
-	}
-	// Stale chunks are those the new version does not overwrite.
+	// Stale chunks are those the new version does not overwrite; only
+	// their keys are kept, one page of old chunks read at a time.
 	var stale []string
-	for _, kv := range old {
-		suffix := kv.Key[len(docPrefix(in.Collection, in.ID)):]
+	dp := docPrefix(in.Collection, in.ID)
+	err = storage.Each(ctx, x.Store, dp, storage.ReadYourWrites, SearchPageSize, func(kv storage.KV) error {
+		suffix := kv.Key[len(dp):]
 		if n, err := strconv.Atoi(suffix); err != nil || n >= len(chunks) || len(suffix) != 6 {
 			stale = append(stale, kv.Key)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("index.add: list old chunks: %w", err)
 	}
 	ops := len(chunks) + len(stale)
 	level := func(op int) storage.Consistency {
@@ -193,9 +195,53 @@ func (x IndexAddExecutor) Execute(ctx context.Context, input json.RawMessage) (j
 	return json.Marshal(AddOutput{Collection: in.Collection, ID: in.ID, Chunks: len(chunks)})
 }
 
+// SearchPageSize is the number of stored chunks index.search (and
+// index.add, for the chunks it replaces) reads per page: about 400 KiB of
+// 384-dimension chunks, so one search holds one page plus its top k.
+const SearchPageSize = 256
+
+// DefaultMaxConcurrentSearches is the default of task.max_concurrent_searches.
+const DefaultMaxConcurrentSearches = 2
+
+// SearchLimiter bounds how many index.search scans run at once on a node;
+// further searches wait for a slot (or for their context to end). With the
+// page-at-a-time scan this bounds the memory of every search together.
+type SearchLimiter struct{ slots chan struct{} }
+
+// NewSearchLimiter returns a limiter of n concurrent scans (n <= 0 means
+// DefaultMaxConcurrentSearches).
+func NewSearchLimiter(n int) *SearchLimiter {
+	if n <= 0 {
+		n = DefaultMaxConcurrentSearches
+	}
+	return &SearchLimiter{slots: make(chan struct{}, n)}
+}
+
+// acquire takes a slot, waiting until one is free or ctx ends. A nil
+// limiter never waits.
+func (l *SearchLimiter) acquire(ctx context.Context) (release func(), err error) {
+	if l == nil {
+		return func() {}, nil
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return func() { <-l.slots }, nil
+	default:
+	}
+	select {
+	case l.slots <- struct{}{}:
+		return func() { <-l.slots }, nil
+	case <-ctx.Done():
+		return nil, context.Cause(ctx)
+	}
+}
+
 // IndexSearchExecutor is the index.search executor over its node's Store.
 type IndexSearchExecutor struct {
 	Store storage.Store
+	// Limiter bounds concurrent scans; nil means unbounded (the node
+	// always sets one, from task.max_concurrent_searches).
+	Limiter *SearchLimiter
 }
 
 // SearchInput is the input of index.search.
@@ -258,45 +304,49 @@ type PeerError struct {
 func (IndexSearchExecutor) Type() string { return TypeSearch }
 
 // Execute returns the k chunks of the collection most similar to the query
-// (cosine > 0). It is a brute-force scan: one List of the collection and
-// one dot product per chunk, O(n·dim) time for n chunks, with a min-heap
-// of size k keeping the best.
+// (cosine > 0). It is a brute-force scan, O(n·dim) time for n chunks, that
+// reads the collection one page of SearchPageSize chunks at a time and keeps
+// only a min-heap of the k best hits (with copies of their keys and texts),
+// so its memory is one page plus k hits whatever the collection's size.
 func (x IndexSearchExecutor) Execute(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
 	var in SearchInput
 	k, err := in.parse(input)
 	if err != nil {
 		return nil, err
 	}
-	prefix := collectionPrefix(in.Collection)
-	kvs, err := x.Store.List(ctx, prefix, storage.ReadYourWrites)
+	release, err := x.Limiter.acquire(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("index.search: list %s: %w", prefix, err)
+		return nil, err
 	}
+	defer release()
+	prefix := collectionPrefix(in.Collection)
 	queries := map[int][]float32{DefaultDim: Embed(in.Query, DefaultDim)}
 	top := make(topK, 0, k)
-	for i, kv := range kvs {
-		if i&4095 == 4095 {
-			if err := ctx.Err(); err != nil {
-				return nil, err
-			}
-		}
-		dim, vec, _, ok := decodeChunk(kv.Value)
+	seq := 0
+	err = storage.Each(ctx, x.Store, prefix, storage.ReadYourWrites, SearchPageSize, func(kv storage.KV) error {
+		seq++
+		dim, vec, text, ok := decodeChunk(kv.Value)
 		if !ok {
-			continue
+			return nil
 		}
 		q, ok := queries[dim]
 		if !ok {
 			q = Embed(in.Query, dim)
 			queries[dim] = q
 		}
-		if s := dotBytes(q, vec); s > 0 {
-			top.offer(k, hit{score: s, idx: i})
+		h := hit{score: dotBytes(q, vec), seq: seq}
+		if h.score > 0 && top.admits(k, h) {
+			h.key, h.text = kv.Key, string(text)
+			top.offer(k, h)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("index.search: list %s: %w", prefix, err)
 	}
 	out := SearchOutput{Collection: in.Collection, Results: make([]SearchResult, 0, len(top))}
 	for _, h := range top.sorted() {
-		kv := kvs[h.idx]
-		rest := kv.Key[len(prefix):]
+		rest := h.key[len(prefix):]
 		slash := strings.LastIndexByte(rest, '/')
 		if slash < 0 {
 			continue
@@ -305,25 +355,32 @@ func (x IndexSearchExecutor) Execute(ctx context.Context, input json.RawMessage)
 		if err != nil {
 			continue
 		}
-		_, _, text, _ := decodeChunk(kv.Value)
-		out.Results = append(out.Results, SearchResult{ID: rest[:slash], Chunk: n, Score: h.score, Text: string(text)})
+		out.Results = append(out.Results, SearchResult{ID: rest[:slash], Chunk: n, Score: h.score, Text: h.text})
 	}
 	return json.Marshal(out)
 }
 
-// hit is a scored candidate: the index of its key in the List result.
+// hit is a scored candidate: seq is its position in key order (ties go to
+// the earlier key); key and text are set once it is admitted.
 type hit struct {
 	score float32
-	idx   int
+	seq   int
+	key   string
+	text  string
 }
 
 // worse orders hits for eviction: lower score first, then later key.
 func (a hit) worse(b hit) bool {
-	return a.score < b.score || (a.score == b.score && a.idx > b.idx)
+	return a.score < b.score || (a.score == b.score && a.seq > b.seq)
 }
 
 // topK is a min-heap of at most k hits, worst at the root.
 type topK []hit
+
+// admits reports whether offer would keep h.
+func (t topK) admits(k int, h hit) bool {
+	return len(t) < k || t[0].worse(h)
+}
 
 // offer adds h if the heap has room or h beats the worst kept hit.
 func (t *topK) offer(k int, h hit) {

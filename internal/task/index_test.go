@@ -249,7 +249,7 @@ func TestTopKMatchesSort(t *testing.T) {
 		all := make([]hit, n)
 		var top topK
 		for i := range all {
-			all[i] = hit{score: float32(rng.IntN(50)) / 50, idx: i} // many ties
+			all[i] = hit{score: float32(rng.IntN(50)) / 50, seq: i} // many ties
 			top.offer(k, all[i])
 		}
 		slices.SortFunc(all, func(a, b hit) int {

@@ -54,6 +54,10 @@ func Run(t *testing.T, open OpenFunc) {
 		{"ConcurrentWriters", testConcurrentWriters},
 		{"Isolation", testIsolation},
 		{"ReturnedValuesAreCopies", testCopies},
+		{"ListPageLimits", testListPageLimits},
+		{"ListPageCursors", testListPageCursors},
+		{"ListPageManyKeys", testListPageMany},
+		{"ListPageByteBudget", testListPageBytes},
 		{"Close", testClose},
 	}
 	for _, tc := range tests {
@@ -517,5 +521,8 @@ func testClose(t *testing.T, open OpenFunc) {
 	}
 	if _, err := s.List(ctx, "", storage.Strong); !errors.Is(err, storage.ErrClosed) {
 		t.Errorf("List after Close: err = %v, want ErrClosed", err)
+	}
+	if _, _, err := s.ListPage(ctx, "", "", 10, storage.Strong); !errors.Is(err, storage.ErrClosed) {
+		t.Errorf("ListPage after Close: err = %v, want ErrClosed", err)
 	}
 }
