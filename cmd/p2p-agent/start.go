@@ -86,11 +86,10 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 
 	n, err := node.New(ctx, cfg, buildVersion(), log)
 	if err != nil {
-		log.Error("node failed to initialise", "err", err)
+		// main prints the cause as the one stderr line; no log line repeats it.
 		return err
 	}
 	if err := n.Start(ctx); err != nil {
-		log.Error("node failed to start", "err", err)
 		_ = n.Shutdown(context.Background())
 		return err
 	}

@@ -443,6 +443,8 @@ func StatusCode(err error, classify func(error) error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, storage.ErrInvalidKey), errors.Is(err, storage.ErrInvalidConsistency), errors.Is(err, ErrBadRequest):
 		return http.StatusBadRequest
+	case errors.Is(err, storage.ErrInsufficientStorage):
+		return http.StatusInsufficientStorage
 	case errors.Is(err, ErrPeerUnavailable):
 		return http.StatusBadGateway
 	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, storage.ErrClosed), errors.Is(err, ErrUnavailable):

@@ -65,9 +65,12 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 	}
 	n = &Node{cfg: cfg, version: version, log: log}
 	n.state.Store(Initializing)
+	// The error paths return (nil, err), so the clean-up keeps its own
+	// reference to the half-built node instead of reading the named result.
+	built := n
 	defer func() {
 		if err != nil {
-			n.closeAll(context.Background())
+			built.closeAll(context.Background())
 		}
 	}()
 

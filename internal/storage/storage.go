@@ -24,6 +24,8 @@ var (
 	ErrUnavailable = errors.New("backend unavailable")
 	// ErrClosed means the store has been closed.
 	ErrClosed = errors.New("store closed")
+	// ErrInsufficientStorage marks a write the disk cannot hold (507).
+	ErrInsufficientStorage = errors.New("insufficient storage")
 	// ErrInvalidConsistency means a consistency level name was not recognised.
 	ErrInvalidConsistency = errors.New("invalid consistency level")
 	// ErrInvalidPage means a ListPage limit is not in 1..MaxPageLimit.
