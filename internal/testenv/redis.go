@@ -133,7 +133,7 @@ func (r *Redis) start() error {
 			"--cluster-enabled", "yes",
 			"--cluster-config-file", filepath.Join(r.dir, "nodes.conf"),
 			"--cluster-port", strconv.Itoa(r.busPort),
-			"--cluster-node-timeout", "5000",
+			"--cluster-node-timeout", "1000",
 		)
 	}
 	cmd := exec.Command(r.bin, args...)
@@ -262,13 +262,21 @@ type RedisCluster struct {
 // stops them all when the test ends.
 func StartRedisCluster(t testing.TB, masters int) *RedisCluster {
 	t.Helper()
+	return StartRedisClusterWithReplicas(t, masters, 0)
+}
+
+// StartRedisClusterWithReplicas is StartRedisCluster with replicasPerMaster
+// replicas for each master; Nodes then holds masters*(1+replicasPerMaster)
+// servers, roles as redis-cli assigned them.
+func StartRedisClusterWithReplicas(t testing.TB, masters, replicasPerMaster int) *RedisCluster {
+	t.Helper()
 	if masters < 3 {
 		t.Fatalf("StartRedisCluster: a Redis Cluster needs at least 3 masters, got %d", masters)
 	}
 	bin := ToolPath(t, "redis-server")
 	cli := ToolPath(t, "redis-cli")
 	c := &RedisCluster{}
-	for i := 0; i < masters; i++ {
+	for i := 0; i < masters*(1+replicasPerMaster); i++ {
 		n := &Redis{t: t, bin: bin, dir: t.TempDir(), cluster: true}
 		n.startFresh()
 		c.Nodes = append(c.Nodes, n)
@@ -276,13 +284,13 @@ func StartRedisCluster(t testing.TB, masters int) *RedisCluster {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	args := append([]string{"--cluster", "create"}, c.Addrs()...)
-	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	args = append(args, "--cluster-replicas", strconv.Itoa(replicasPerMaster), "--cluster-yes")
 	out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
 	}
 	deadline := time.Now().Add(RedisStartTimeout)
-	want := fmt.Sprintf("cluster_known_nodes:%d", masters)
+	want := fmt.Sprintf("cluster_known_nodes:%d", len(c.Nodes))
 	for _, n := range c.Nodes {
 		for {
 			info, err := RedisCommand(n.Addr(), time.Second, "CLUSTER", "INFO")

@@ -535,7 +535,12 @@ func (s *Store) retryOrFail(ctx context.Context, op string, attempt int, err err
 	if !Retryable(err) {
 		return fmt.Errorf("redis %s: %w", op, err)
 	}
-	if _, moved := redis.IsMovedError(err); moved && s.cluster != nil {
+	if s.cluster != nil {
+		// Any retryable failure in cluster mode may mean the topology
+		// changed (a master died and its replica was promoted): reload the
+		// slot map so that the next attempt goes to the new master instead
+		// of dialling the dead one until the next MOVED. ReloadState is
+		// lazy and deduplicated inside go-redis.
 		s.cluster.ReloadState(ctx)
 	}
 	if attempt >= s.maxRetries {

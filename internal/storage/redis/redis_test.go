@@ -587,3 +587,80 @@ func TestPoolStatsAndClient(t *testing.T) {
 		t.Fatalf("Client().Get = %q, %v", got, err)
 	}
 }
+
+// TestClusterFailoverFollowed kills a master of a 3+3 cluster and checks
+// that every key is served again within 5 s of the replica's promotion.
+func TestClusterFailoverFollowed(t *testing.T) {
+	c := testenv.StartRedisClusterWithReplicas(t, 3, 1)
+	s := newStore(t, redisstore.Options{Addrs: c.Addrs()})
+	ctx := context.Background()
+	const n = 300
+	for i := 0; i < n; i++ {
+		if err := s.Put(ctx, fmt.Sprintf("k%04d", i), []byte{byte(i)}, storage.Eventual); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var victim *testenv.Redis
+	var others []*testenv.Redis
+	for _, node := range c.Nodes {
+		role, err := testenv.RedisCommand(node.Addr(), time.Second, "INFO", "replication")
+		if err == nil && victim == nil && strings.Contains(role, "role:master") {
+			victim = node
+			continue
+		}
+		others = append(others, node)
+	}
+	if victim == nil {
+		t.Fatal("no master found")
+	}
+	// The replica must be in sync, else it refuses to take over.
+	synced := time.Now().Add(20 * time.Second)
+	for {
+		info, _ := testenv.RedisCommand(victim.Addr(), time.Second, "INFO", "replication")
+		if strings.Contains(info, "state=online") {
+			if got, err := testenv.RedisCommand(victim.Addr(), 2*time.Second, "WAIT", "1", "1000"); err == nil && got == "1" {
+				break
+			}
+		}
+		if time.Now().After(synced) {
+			t.Fatalf("replica of %s not in sync: %s", victim.Addr(), info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	victim.Kill()
+	killed := time.Now()
+	deadline := killed.Add(30 * time.Second)
+	// Promotion: a surviving node reports cluster_state:ok again after
+	// having seen the failure.
+	sawFail := false
+	for {
+		info, _ := testenv.RedisCommand(others[0].Addr(), time.Second, "CLUSTER", "INFO")
+		if strings.Contains(info, "cluster_state:fail") {
+			sawFail = true
+		}
+		if sawFail && strings.Contains(info, "cluster_state:ok") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no promotion within 30 s: %s", info)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	promoted := time.Now()
+	for {
+		failed := 0
+		for i := 0; i < n; i++ {
+			v, err := s.Get(ctx, fmt.Sprintf("k%04d", i), storage.Strong)
+			if err != nil || len(v) != 1 || v[0] != byte(i) {
+				failed++
+			}
+		}
+		if failed == 0 {
+			break
+		}
+		if time.Since(promoted) > 5*time.Second {
+			t.Fatalf("%d of %d keys still failing 5 s after promotion", failed, n)
+		}
+	}
+	t.Logf("kill->promotion %v, promotion->all keys served %v", promoted.Sub(killed).Round(time.Millisecond), time.Since(promoted).Round(time.Millisecond))
+}
