@@ -170,6 +170,8 @@ type TaskConfig struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxConcurrent bounds the tasks executing at once.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// MaxConcurrentSearches bounds the index.search scans running at once.
+	MaxConcurrentSearches int `yaml:"max_concurrent_searches"`
 	// MaxQueued bounds the tasks waiting for a slot; beyond, busy.
 	MaxQueued int `yaml:"max_queued"`
 	// Retention is how long task records are kept.
@@ -217,7 +219,7 @@ func Default() *Config {
 		},
 		API: APIConfig{Listen: "127.0.0.1:7070", ReadHeaderTimeout: 5 * time.Second, BodyTimeout: 60 * time.Second,
 			MinBodyRate: 4096, MaxConnections: 256, MaxBodyBytesInFlight: 32 << 20, ShutdownGrace: 2 * time.Second},
-		Task: TaskConfig{Timeout: 30 * time.Second, MaxConcurrent: 4, MaxQueued: 64, Retention: 168 * time.Hour, MaxRecords: 100000},
+		Task: TaskConfig{Timeout: 30 * time.Second, MaxConcurrent: 4, MaxConcurrentSearches: 2, MaxQueued: 64, Retention: 168 * time.Hour, MaxRecords: 100000},
 	}
 	if dir, err := expandHome(c.Node.DataDir); err == nil {
 		c.Node.DataDir = dir

@@ -113,6 +113,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"api.shutdown_grace", c.API.ShutdownGrace, 2 * time.Second},
 		{"task.timeout", c.Task.Timeout, 30 * time.Second},
 		{"task.max_concurrent", c.Task.MaxConcurrent, 4},
+		{"task.max_concurrent_searches", c.Task.MaxConcurrentSearches, 2},
 		{"task.max_queued", c.Task.MaxQueued, 64},
 		{"task.retention", c.Task.Retention, 168 * time.Hour},
 		{"task.max_records", c.Task.MaxRecords, 100000},

@@ -269,6 +269,7 @@ func validate(c *Config, sources map[string]string) Errors {
 
 	v.positive("task.timeout", c.Task.Timeout)
 	v.intRange("task.max_concurrent", c.Task.MaxConcurrent, 1, 4096)
+	v.intRange("task.max_concurrent_searches", c.Task.MaxConcurrentSearches, 1, 1024)
 	v.intRange("task.max_queued", c.Task.MaxQueued, 0, 1<<16)
 	v.positive("task.retention", c.Task.Retention)
 	v.intMin("task.max_records", c.Task.MaxRecords, 1)

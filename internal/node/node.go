@@ -94,14 +94,15 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 	// host's first identify; its transport is wired once the service exists.
 	tr := &taskTransport{}
 	n.tasks = task.NewEngine(n.store, metrics.NewTasks(n.reg), tr, id, task.Options{
-		Timeout:         cfg.Task.Timeout,
-		Logger:          log.With("component", "tasks"),
-		MaxConcurrent:   cfg.Task.MaxConcurrent,
-		MaxQueued:       cmp.Or(cfg.Task.MaxQueued, -1), // 0 in the config: no queue
-		MaxMessageBytes: cfg.P2P.MaxMessageBytes,
-		MaxValueBytes:   cfg.Storage.MaxValueBytes,
-		Retention:       cfg.Task.Retention,
-		MaxRecords:      cfg.Task.MaxRecords,
+		Timeout:               cfg.Task.Timeout,
+		Logger:                log.With("component", "tasks"),
+		MaxConcurrent:         cfg.Task.MaxConcurrent,
+		MaxConcurrentSearches: cfg.Task.MaxConcurrentSearches,
+		MaxQueued:             cmp.Or(cfg.Task.MaxQueued, -1), // 0 in the config: no queue
+		MaxMessageBytes:       cfg.P2P.MaxMessageBytes,
+		MaxValueBytes:         cfg.Storage.MaxValueBytes,
+		Retention:             cfg.Task.Retention,
+		MaxRecords:            cfg.Task.MaxRecords,
 	})
 
 	n.host, err = p2p.NewHost(ctx, priv, p2p.HostConfig{

@@ -51,6 +51,10 @@ type Options struct {
 	// at once with code busy.
 	MaxConcurrent int
 	MaxQueued     int
+	// MaxConcurrentSearches bounds the index.search scans running at once,
+	// so memory stays bounded whatever the concurrency (default
+	// DefaultMaxConcurrentSearches).
+	MaxConcurrentSearches int
 	// MaxMessageBytes bounds a result sent to a peer and MaxValueBytes a
 	// stored record (0: no limit); executors refuse inputs whose output
 	// would exceed them (code too_large).
@@ -143,7 +147,7 @@ func NewEngine(store storage.Store, m *metrics.Tasks, tr Transport, self peer.ID
 		e.log = slog.New(slog.DiscardHandler)
 	}
 	e.base, e.cancel = context.WithCancelCause(context.Background())
-	builtin := []Executor{ChunkExecutor{}, EmbedExecutor{}, IndexAddExecutor{Store: store}, IndexSearchExecutor{Store: store}}
+	builtin := []Executor{ChunkExecutor{}, EmbedExecutor{}, IndexAddExecutor{Store: store}, IndexSearchExecutor{Store: store, Limiter: NewSearchLimiter(cmp.Or(opts.MaxConcurrentSearches, DefaultMaxConcurrentSearches))}}
 	for _, x := range append(builtin, opts.Executors...) {
 		e.execs[x.Type()] = x
 	}

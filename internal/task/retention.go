@@ -32,24 +32,10 @@ const (
 // end). It stands for storage.Store.ListPage until that exists.
 type pageFunc func(ctx context.Context, after string, limit int) ([]storage.KV, string, error)
 
-// listPager pages store.List: it still reads every record per call, which
-// ListPage will avoid.
+// listPager pages the task records with ListPage, one bounded page at a time.
 func listPager(store storage.Store) pageFunc {
 	return func(ctx context.Context, after string, limit int) ([]storage.KV, string, error) {
-		kvs, err := store.List(ctx, RecordPrefix, storage.Strong)
-		if err != nil {
-			return nil, "", err
-		}
-		slices.SortFunc(kvs, func(a, b storage.KV) int { return strings.Compare(a.Key, b.Key) })
-		i, _ := slices.BinarySearchFunc(kvs, after, func(kv storage.KV, k string) int { return strings.Compare(kv.Key, k) })
-		if i < len(kvs) && kvs[i].Key == after {
-			i++
-		}
-		kvs = kvs[i:]
-		if len(kvs) > limit {
-			return kvs[:limit], kvs[limit-1].Key, nil
-		}
-		return kvs, "", nil
+		return store.ListPage(ctx, RecordPrefix, after, limit, storage.Strong)
 	}
 }
 
