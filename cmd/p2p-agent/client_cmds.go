@@ -153,17 +153,25 @@ func newKVCmd(e *env) *cobra.Command {
 		if len(args) == 1 {
 			prefix = args[0]
 		}
-		out, err := listClient().List(cmd.Context(), prefix, consistency)
-		if err != nil {
-			return err
-		}
 		if *listJSON {
-			return printJSON(e.stdout, out)
+			all := api.KVList{Prefix: prefix, Items: []api.KVItem{}}
+			err := listClient().List(cmd.Context(), prefix, consistency, func(p api.KVList) error {
+				all.Items = append(all.Items, p.Items...)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			all.Count = len(all.Items)
+			return printJSON(e.stdout, all)
 		}
-		for _, it := range out.Items {
-			fmt.Fprintln(e.stdout, it.Key)
-		}
-		return nil
+		// keys are printed page by page as they arrive
+		return listClient().List(cmd.Context(), prefix, consistency, func(p api.KVList) error {
+			for _, it := range p.Items {
+				fmt.Fprintln(e.stdout, it.Key)
+			}
+			return nil
+		})
 	})
 	kv.AddCommand(put, get, del, list)
 	return kv

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -136,16 +137,42 @@ func (c *Client) Delete(ctx context.Context, key, consistency string) error {
 	return err
 }
 
-// List returns every entry whose key starts with prefix.
-func (c *Client) List(ctx context.Context, prefix, consistency string) (KVList, error) {
+// ListPage returns one page of the entries whose key starts with prefix and
+// sorts after after (limit 0: the server's default page size).
+func (c *Client) ListPage(ctx context.Context, prefix, after string, limit int, consistency string) (KVList, error) {
 	q := url.Values{}
 	q.Set("prefix", prefix)
+	if after != "" {
+		q.Set("after", after)
+	}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
 	if consistency != "" {
 		q.Set("consistency", consistency)
 	}
 	var out KVList
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/kv?"+q.Encode(), nil, "", &out)
 	return out, err
+}
+
+// List follows the pages of prefix and calls fn once per page, in key order,
+// so that a caller holds one page at a time.
+func (c *Client) List(ctx context.Context, prefix, consistency string, fn func(KVList) error) error {
+	after := ""
+	for {
+		page, err := c.ListPage(ctx, prefix, after, 0, consistency)
+		if err != nil {
+			return err
+		}
+		if err := fn(page); err != nil {
+			return err
+		}
+		if page.Next == "" {
+			return nil
+		}
+		after = page.Next
+	}
 }
 
 // Ping pings peer count times through the node.

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -333,13 +334,23 @@ func (s *Server) handleKVList(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	prefix := r.URL.Query().Get("prefix")
-	kvs, err := s.store.List(r.Context(), prefix, c)
+	q := r.URL.Query()
+	prefix, after := q.Get("prefix"), q.Get("after")
+	limit := DefaultListLimit
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > storage.MaxPageLimit {
+			s.fail(w, fmt.Errorf("%w: limit %q must be an integer from 1 to %d", ErrBadRequest, v, storage.MaxPageLimit))
+			return
+		}
+		limit = n
+	}
+	kvs, next, err := s.store.ListPage(r.Context(), prefix, after, limit, c)
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	out := KVList{Prefix: prefix, Count: len(kvs), Items: make([]KVItem, len(kvs))}
+	out := KVList{Prefix: prefix, Count: len(kvs), Next: next, Items: make([]KVItem, len(kvs))}
 	for i, kv := range kvs {
 		out.Items[i] = KVItem{Key: kv.Key, Value: kv.Value}
 	}

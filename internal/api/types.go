@@ -54,10 +54,16 @@ type KVItem struct {
 	Value []byte `json:"value"`
 }
 
-// KVList is the answer of GET /api/v1/kv?prefix=.
+// DefaultListLimit is the page size of GET /api/v1/kv when ?limit= is absent.
+const DefaultListLimit = 1000
+
+// KVList is one page of GET /api/v1/kv?prefix=&limit=&after=: at most limit
+// entries in ascending key order. Next, when set, is the after= of the
+// following page; it is empty on the last page.
 type KVList struct {
 	Prefix string   `json:"prefix"`
 	Count  int      `json:"count"`
+	Next   string   `json:"next,omitempty"`
 	Items  []KVItem `json:"items"`
 }
 

@@ -114,7 +114,7 @@ func storageOps(t *testing.T, n *node.Node, backend string) {
 			t.Fatal(err)
 		}
 	}
-	list, err := c.List(ctx, "k/", "")
+	list, err := c.ListPage(ctx, "k/", "", 0, "")
 	if err != nil || list.Count != puts-deletes {
 		t.Fatalf("list = %d, %v; want %d", list.Count, err, puts-deletes)
 	}
