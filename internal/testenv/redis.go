@@ -303,7 +303,43 @@ func StartRedisClusterWithReplicas(t testing.TB, masters, replicasPerMaster int)
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
+	if replicasPerMaster > 0 {
+		waitReplicasKnown(t, c, masters, masters*replicasPerMaster, deadline)
+	}
 	return c
+}
+
+// waitReplicasKnown waits until every replica has finished its first sync
+// (master_link_status:up) and every node's view of the cluster lists all
+// replicas: only then do clients that read the topology (CLUSTER SLOTS)
+// learn about the replicas, rather than at their next periodic reload.
+func waitReplicasKnown(t testing.TB, c *RedisCluster, masters, replicas int, deadline time.Time) {
+	t.Helper()
+	for _, n := range c.Nodes {
+		// A replicated command on the (empty) masters moves the offsets.
+		if info, err := RedisCommand(n.Addr(), time.Second, "INFO", "replication"); err == nil && strings.Contains(info, "role:master") {
+			if _, err := RedisCommand(n.Addr(), time.Second, "FLUSHALL"); err != nil {
+				t.Fatalf("FLUSHALL on %s: %v", n.Addr(), err)
+			}
+		}
+	}
+	for _, n := range c.Nodes {
+		for {
+			info, ierr := RedisCommand(n.Addr(), time.Second, "INFO", "replication")
+			// CLUSTER SLOTS lists a replica only once its replication
+			// offset is known to be non-zero, hence the FLUSHALL below.
+			slots, nerr := RedisCommand(n.Addr(), time.Second, "CLUSTER", "SLOTS")
+			known := strings.Count(slots, "127.0.0.1") - masters
+			synced := strings.Contains(info, "role:master") || strings.Contains(info, "master_link_status:up")
+			if ierr == nil && nerr == nil && synced && known == replicas {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("cluster node %s: replicas not ready within %v (%d of %d known): %v %v\n%s", n.Addr(), RedisStartTimeout, known, replicas, ierr, nerr, info)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 }
 
 // Addrs returns the host:port of every node.
@@ -354,7 +390,13 @@ func RedisCommand(addr string, timeout time.Duration, args ...string) (string, e
 	if _, err := conn.Write([]byte(req.String())); err != nil {
 		return "", err
 	}
-	rd := bufio.NewReader(conn)
+	return readReply(bufio.NewReader(conn))
+}
+
+// readReply reads one RESP2 reply. Arrays come back as their elements'
+// text, one per line (nested arrays flattened), which is enough for tests
+// that count or search the entries.
+func readReply(rd *bufio.Reader) (string, error) {
 	line, err := rd.ReadString('\n')
 	if err != nil {
 		return "", err
@@ -381,6 +423,20 @@ func RedisCommand(addr string, timeout time.Duration, args ...string) (string, e
 			return "", err
 		}
 		return string(buf[:n]), nil
+	case '*':
+		n, err := strconv.Atoi(line[1:])
+		if err != nil || n > 1<<20 {
+			return "", fmt.Errorf("bad array length %q", line)
+		}
+		elems := make([]string, 0, max(n, 0))
+		for i := 0; i < n; i++ {
+			e, err := readReply(rd)
+			if err != nil {
+				return "", err
+			}
+			elems = append(elems, e)
+		}
+		return strings.Join(elems, "\n"), nil
 	default:
 		return "", fmt.Errorf("unsupported reply %q", line)
 	}

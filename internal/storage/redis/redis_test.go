@@ -664,3 +664,109 @@ func TestClusterFailoverFollowed(t *testing.T) {
 	}
 	t.Logf("kill->promotion %v, promotion->all keys served %v", promoted.Sub(killed).Round(time.Millisecond), time.Since(promoted).Round(time.Millisecond))
 }
+
+// TestEventualReadsFromReplicas checks the routing of reads in a 3+3
+// cluster by the servers' own command statistics: Eventual reads are spread
+// over masters and replicas, every other level reads from masters only, and
+// every read returns the written value.
+func TestEventualReadsFromReplicas(t *testing.T) {
+	c := testenv.StartRedisClusterWithReplicas(t, 3, 1)
+	s := newStore(t, redisstore.Options{Addrs: c.Addrs()})
+	ctx := context.Background()
+	const n = 300
+	for i := 0; i < n; i++ {
+		if err := s.Put(ctx, fmt.Sprintf("r%04d", i), []byte{byte(i)}, storage.Strong); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var replicas, masters []string
+	for _, node := range c.Nodes {
+		info, err := testenv.RedisCommand(node.Addr(), time.Second, "INFO", "replication")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(info, "role:master") {
+			masters = append(masters, node.Addr())
+		} else {
+			replicas = append(replicas, node.Addr())
+		}
+	}
+	if len(masters) != 3 || len(replicas) != 3 {
+		t.Fatalf("masters %v replicas %v, want 3 and 3", masters, replicas)
+	}
+	// Replication is asynchronous: wait until a replica-served read sees
+	// every key before counting.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		missing := 0
+		for i := 0; i < n; i++ {
+			v, err := s.Get(ctx, fmt.Sprintf("r%04d", i), storage.Eventual)
+			if err != nil || len(v) != 1 || v[0] != byte(i) {
+				missing++
+			}
+		}
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keys still missing from replicas after 20 s", missing)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	gets := func(addrs []string) int {
+		total := 0
+		for _, a := range addrs {
+			info, err := testenv.RedisCommand(a, time.Second, "INFO", "commandstats")
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, line := range strings.Split(info, "\n") {
+				if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_get:calls="); ok {
+					var calls int
+					fmt.Sscanf(rest, "%d", &calls)
+					total += calls
+				}
+			}
+		}
+		return total
+	}
+	reset := func() {
+		for _, node := range c.Nodes {
+			if _, err := testenv.RedisCommand(node.Addr(), time.Second, "CONFIG", "RESETSTAT"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	read := func(level storage.Consistency) {
+		for i := 0; i < n; i++ {
+			v, err := s.Get(ctx, fmt.Sprintf("r%04d", i), level)
+			if err != nil || len(v) != 1 || v[0] != byte(i) {
+				t.Fatalf("%v read of r%04d = %v, %v", level, i, v, err)
+			}
+		}
+	}
+
+	reset()
+	read(storage.Eventual)
+	onReplicas, onMasters := gets(replicas), gets(masters)
+	if onReplicas+onMasters != n {
+		t.Fatalf("Eventual: %d GETs on replicas + %d on masters, want %d in all", onReplicas, onMasters, n)
+	}
+	// RouteRandomly picks among the slot's master and replica: both sides
+	// serve some of 300 reads (the chance of one side getting none is 2^-300).
+	if onReplicas == 0 || onMasters == 0 {
+		t.Fatalf("Eventual: %d GETs on replicas, %d on masters, want both > 0", onReplicas, onMasters)
+	}
+	t.Logf("Eventual: %d of %d reads served by replicas", onReplicas, n)
+
+	for _, level := range []storage.Consistency{storage.Strong, storage.ReadYourWrites, storage.Causal} {
+		reset()
+		read(level)
+		if got := gets(replicas); got != 0 {
+			t.Fatalf("%v: %d GETs served by replicas, want 0", level, got)
+		}
+		if got := gets(masters); got != n {
+			t.Fatalf("%v: %d GETs on masters, want %d", level, got, n)
+		}
+	}
+}
