@@ -69,7 +69,6 @@ type Server struct {
 	ready func() bool
 	log   *slog.Logger
 
-	mu      sync.Mutex
 	serveWG sync.WaitGroup
 	errc    chan error
 }

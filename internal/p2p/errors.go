@@ -86,7 +86,6 @@ func (e *messageError) Unwrap() error { return e.err }
 var (
 	errUnknownType = &messageError{reason: "unknown_type", code: CodeUnknownType, msg: "no handler for this message type"}
 	errBadVersion  = &messageError{reason: "malformed", code: CodeUnsupportedVersion, msg: "envelope version must be 1"}
-	errClosing     = &messageError{reason: "handler", code: CodeUnavailable, msg: "node is shutting down"}
 )
 
 // noAddressError reports a peer this node has no connection to and no
