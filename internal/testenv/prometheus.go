@@ -67,6 +67,13 @@ func (l *lockedBuffer) String() string {
 // directory: pass absolute paths.
 func StartPrometheus(t testing.TB, configYAML string) *Prometheus {
 	t.Helper()
+	return StartPrometheusWithFlags(t, configYAML)
+}
+
+// StartPrometheusWithFlags is StartPrometheus with extra command-line flags,
+// for example "--enable-feature=native-histograms".
+func StartPrometheusWithFlags(t testing.TB, configYAML string, flags ...string) *Prometheus {
+	t.Helper()
 	bin := ToolPath(t, "prometheus")
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "prometheus.yml")
@@ -75,7 +82,7 @@ func StartPrometheus(t testing.TB, configYAML string) *Prometheus {
 	}
 	var lastErr error
 	for attempt := 0; attempt < 5; attempt++ {
-		p, err := startPrometheusOnce(t, bin, dir, cfgPath)
+		p, err := startPrometheusOnce(t, bin, dir, cfgPath, flags)
 		if err == nil {
 			return p
 		}
@@ -89,7 +96,7 @@ func StartPrometheus(t testing.TB, configYAML string) *Prometheus {
 	return nil
 }
 
-func startPrometheusOnce(t testing.TB, bin, dir, cfgPath string) (*Prometheus, error) {
+func startPrometheusOnce(t testing.TB, bin, dir, cfgPath string, flags []string) (*Prometheus, error) {
 	port, err := freeLoopbackPort()
 	if err != nil {
 		return nil, err
@@ -108,12 +115,13 @@ func startPrometheusOnce(t testing.TB, bin, dir, cfgPath string) (*Prometheus, e
 		ConfigFile: cfgPath,
 		client:     &http.Client{Timeout: 30 * time.Second},
 	}
-	p.cmd = exec.Command(bin,
-		"--config.file="+cfgPath,
-		"--storage.tsdb.path="+tsdb,
-		"--web.listen-address="+addr,
+	args := []string{
+		"--config.file=" + cfgPath,
+		"--storage.tsdb.path=" + tsdb,
+		"--web.listen-address=" + addr,
 		"--log.level=info",
-	)
+	}
+	p.cmd = exec.Command(bin, append(args, flags...)...)
 	p.cmd.Dir = dir
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
