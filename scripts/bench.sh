@@ -16,7 +16,15 @@ run() { # name package pattern [benchtime]
 	go test -run '^$' -bench "$pattern" -benchmem -count "$COUNT" -benchtime "$bt" -timeout 60m "$pkg" | tee "$out/$name.txt"
 }
 
-run overhead    ./internal/overhead      'BenchmarkInstrumentationOverhead'
+# The overhead benchmark interleaves raw, instrumented and raw again (an A/A
+# control) in rotating order; b.N is a number of rounds. Pinned to one CPU
+# when taskset exists, so that the network pairs share one core alike.
+echo "== overhead (./internal/overhead, pinned, 300 rounds)" >&2
+go test -c -o "$out/overhead.test" ./internal/overhead
+pin=()
+command -v taskset >/dev/null && pin=(taskset -c 1)
+"${pin[@]}" "$out/overhead.test" -test.run '^$' -test.bench BenchmarkInstrumentationOverhead \
+	-test.benchtime 300x -test.count "$COUNT" | tee "$out/overhead.txt"
 run storage-local ./internal/storage/local 'Benchmark(Put|Get)'
 run storage-redis ./internal/storage/redis 'Benchmark(Put|Get)'
 run p2p         ./internal/p2p           'Benchmark(Ping|MetricsMiddleware|Codec|FullMesh)'
