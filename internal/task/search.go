@@ -1,13 +1,16 @@
 package task
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/oneline"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 )
 
@@ -242,4 +245,70 @@ func (t topK) sorted() []hit {
 		return 0
 	})
 	return out
+}
+
+// CheckInput validates an index.search input before it is fanned out.
+func (IndexSearchExecutor) CheckInput(input json.RawMessage) error {
+	var in SearchInput
+	_, err := in.parse(input)
+	return err
+}
+
+// Merge combines the index.search results of several nodes into one top-k:
+// hits by descending score (then id, chunk, peer), each tagged with the
+// node that holds it, the same chunk from nodes sharing a store kept once.
+// Nodes that failed (or answered undecodably) are listed in Failed; the
+// task fails, with the last failure's code, only when no node answered.
+func (IndexSearchExecutor) Merge(_ context.Context, input json.RawMessage, parts []Part) (json.RawMessage, string, error) {
+	var in SearchInput
+	k, err := in.parse(input)
+	if err != nil {
+		return nil, CodeBadInput, err
+	}
+	var (
+		out      = SearchOutput{Collection: in.Collection, Results: []SearchResult{}}
+		seen     = make(map[[3]string]bool)
+		lastCode string
+	)
+	for _, a := range parts {
+		var part SearchOutput
+		if a.Err == nil {
+			if err := json.Unmarshal(a.Result, &part); err != nil {
+				a.Code, a.Err = CodeError, fmt.Errorf("undecodable result: %w", err)
+			}
+		}
+		if a.Err != nil {
+			out.Failed = append(out.Failed, PeerError{Peer: a.Peer.String(), Error: oneline.Flatten(a.Err.Error())})
+			lastCode = a.Code
+			continue
+		}
+		out.Peers = append(out.Peers, a.Peer.String())
+		for _, r := range part.Results {
+			key := [3]string{r.ID, fmt.Sprint(r.Chunk), r.Text}
+			if seen[key] {
+				continue // the same chunk from nodes sharing a store
+			}
+			seen[key] = true
+			r.Peer = a.Peer.String()
+			out.Results = append(out.Results, r)
+		}
+	}
+	if len(out.Peers) == 0 {
+		msgs := make([]string, len(out.Failed))
+		for i, f := range out.Failed {
+			msgs[i] = "peer " + f.Peer + ": " + f.Error
+		}
+		return nil, lastCode, errors.New(strings.Join(msgs, "; "))
+	}
+	slices.SortStableFunc(out.Results, func(a, b SearchResult) int {
+		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(a.ID, b.ID), cmp.Compare(a.Chunk, b.Chunk), cmp.Compare(a.Peer, b.Peer))
+	})
+	if len(out.Results) > k {
+		out.Results = out.Results[:k]
+	}
+	res, err := json.Marshal(out)
+	if err != nil {
+		return nil, CodeError, err
+	}
+	return res, "", nil
 }

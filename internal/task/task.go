@@ -44,11 +44,37 @@ var (
 	ErrNoPeer = errors.New("no peer available")
 )
 
-// Executor runs one task type. Execute must honour ctx cancellation and wrap
-// input validation errors with ErrBadInput. It returns a JSON value.
+// Executor runs one task type. Execute must honour ctx cancellation (the
+// engine calls it directly and waits for it to return) and wrap input
+// validation errors with ErrBadInput. It returns a JSON value.
 type Executor interface {
 	Type() string
 	Execute(ctx context.Context, input json.RawMessage) (json.RawMessage, error)
+}
+
+// Merger is implemented by executors whose tasks are spread over the mesh,
+// each node answering from what it holds (index.search). A task of such a
+// type submitted without a peer runs at once on this node and on every
+// connected peer offering the type, and Merge makes one result of their
+// answers. Without peers offering the type it runs like any other task.
+type Merger interface {
+	Executor
+	// CheckInput validates the input before any peer is asked; an error
+	// (wrapping ErrBadInput) keeps the task here, where it fails.
+	CheckInput(input json.RawMessage) error
+	// Merge combines the parts, the peers' answers in the order they were
+	// asked and then this node's, into the task's result; or fails the task
+	// with a failure code (a Code constant) and an error.
+	Merge(ctx context.Context, input json.RawMessage, parts []Part) (result json.RawMessage, code string, err error)
+}
+
+// Part is one node's answer to a fanned-out task: its Result, or the
+// failure Code and Err of its attempt.
+type Part struct {
+	Peer   peer.ID
+	Result json.RawMessage
+	Code   string
+	Err    error
 }
 
 // Transport carries task requests to other peers; the node adapts its p2p
@@ -57,6 +83,7 @@ type Transport interface {
 	// Call sends a task request to peer p and returns the remote task record.
 	// An error means no record came back (unreachable, stream error, or the
 	// ctx deadline: timeout); an error wrapping ErrBadInput is not retried.
+	// Call must honour ctx: the engine waits for it to return.
 	Call(ctx context.Context, p peer.ID, req Request) (Record, error)
 	// PeersOffering lists connected peers that offer the task type (excluding self).
 	PeersOffering(typ string) []peer.ID
