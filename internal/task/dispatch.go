@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -157,8 +158,15 @@ func (e *Engine) fanOutPeers(req SubmitRequest) (Merger, []peer.ID) {
 // fanOut runs a task on this node and on every peer in peers, concurrently,
 // and has m merge their answers (the peers' in order, then this node's).
 // An input m rejects is not sent anywhere: it runs, and fails, here only.
-// When this node rejects the input, the task fails with that.
-func (e *Engine) fanOut(ctx context.Context, rec Record, req SubmitRequest, m Merger, peers []peer.ID) Record {
+// When this node rejects the input, the task fails with that. A panic of
+// m fails the task (code panic).
+func (e *Engine) fanOut(ctx context.Context, rec Record, req SubmitRequest, m Merger, peers []peer.ID) (final Record) {
+	defer func() {
+		if v := recover(); v != nil {
+			e.log.Error("task merger panicked", "type", req.Type, "panic", v, "stack", string(debug.Stack()))
+			final = finish(rec, nil, CodePanic, fmt.Errorf("merger panicked: %v", v))
+		}
+	}()
 	if err := m.CheckInput(req.Input); err != nil {
 		// Counted as a local execution that failed on its input.
 		res, code, err := e.execute(ctx, req.Type, req.Input, "", e.lim.local)

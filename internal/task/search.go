@@ -312,3 +312,5 @@ func (IndexSearchExecutor) Merge(_ context.Context, input json.RawMessage, parts
 	}
 	return res, "", nil
 }
+
+var _ Merger = IndexSearchExecutor{}

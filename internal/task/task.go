@@ -1,8 +1,15 @@
 // Package task holds the node's AI work (DESIGN.md section 9): the executors
 // (text.chunk, text.embed, index.add, index.search) behind one small
 // interface, and the Engine that accepts submissions, dispatches them to a
-// peer or runs them locally, persists every task record in the Store and is
-// the one place task metrics are recorded.
+// peer or runs them locally and persists every task record in the Store.
+//
+// The files follow the concerns: task.go the types and interfaces,
+// engine.go the engine's lifecycle and records, dispatch.go the choice of
+// peer, retries and the fan-out of Merger tasks, execute.go local
+// execution (admission, limits, panics), instrument.go the task metrics,
+// recorded by the Instrument decorator the engine puts around every
+// executor it registers; chunk.go, embed.go, index.go and search.go the
+// executors, search.go also the merge of a fanned-out index.search.
 package task
 
 import (
