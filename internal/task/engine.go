@@ -91,6 +91,7 @@ type Engine struct {
 	execs   map[string]registered
 	types   []string
 	met     *metrics.Tasks
+	unknown *instrumented // measures executions of types without an executor
 	adm     *admission
 	lim     limits
 
@@ -136,6 +137,7 @@ func NewEngine(store storage.Store, m *metrics.Tasks, tr Transport, self peer.ID
 	}
 	e.base, e.cancel = context.WithCancelCause(context.Background())
 	builtin := []Executor{ChunkExecutor{}, EmbedExecutor{}, IndexAddExecutor{Store: store}, IndexSearchExecutor{Store: store, Limiter: NewSearchLimiter(cmp.Or(opts.MaxConcurrentSearches, DefaultMaxConcurrentSearches))}}
+	e.unknown = instrument(unknownExecutor(metrics.Unknown), m)
 	for _, x := range append(builtin, opts.Executors...) {
 		e.register(x)
 	}

@@ -100,8 +100,9 @@ func (e *Engine) executor(typ string) registered {
 	if x, ok := e.execs[typ]; ok {
 		return x
 	}
-	u := unknownExecutor(typ)
-	return registered{x: u, run: instrument(u, e.met)}
+	run := *e.unknown // label children resolved once
+	run.next = unknownExecutor(typ)
+	return registered{x: run.next, run: &run}
 }
 
 // unknownExecutor stands in for a task type this node has no executor for.
