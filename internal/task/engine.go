@@ -224,9 +224,11 @@ func (e *Engine) Get(ctx context.Context, id string) (Record, error) {
 	return rec, nil
 }
 
-// Close stops accepting tasks and waits for those in flight until ctx is
-// done; then it cancels them (their records end failed, code closed),
-// waits for them to record that, and returns ctx's error.
+// Close stops accepting tasks, stops the retention loop and waits for the
+// tasks and Execute calls in flight until ctx is done; then it cancels them
+// (their records end failed, code closed), waits for every executor and
+// transport call to return and the records to be written, and returns
+// ctx's error. Nothing the engine started runs after Close returns.
 func (e *Engine) Close(ctx context.Context) error {
 	e.mu.Lock()
 	e.closed = true
