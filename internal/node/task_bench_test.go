@@ -34,9 +34,14 @@ func BenchmarkRemoteSmallTasks(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		rec, err = n.Tasks().Wait(ctx, rec.ID)
-		if err != nil || rec.State != task.StateSucceeded {
-			b.Fatalf("task: %v %+v", err, rec)
+		for !rec.State.Final() {
+			time.Sleep(200 * time.Microsecond)
+			if rec, err = n.Tasks().Get(ctx, rec.ID); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if rec.State != task.StateSucceeded {
+			b.Fatalf("task: %+v", rec)
 		}
 	}
 	b.Run("sequential", func(b *testing.B) {

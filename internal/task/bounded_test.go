@@ -117,7 +117,7 @@ func TestOutputBoundRefusedBeforeWork(t *testing.T) {
 }
 
 // A result the store cannot hold ends the task failed (too_large) without
-// the result; Wait returns and Get reads it.
+// the result; Get reads it.
 func TestResultTooLargeForRecordEnds(t *testing.T) {
 	big := testExecutor{typ: "test.big", run: func(context.Context, json.RawMessage) (json.RawMessage, error) {
 		return json.RawMessage(`"` + strings.Repeat("x", 64<<10) + `"`), nil
@@ -136,9 +136,9 @@ func TestResultTooLargeForRecordEnds(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			final, err := e.Wait(ctx, rec.ID)
-			if err != nil || final.State != StateFailed || final.Code != CodeTooLarge || final.Result != nil {
-				t.Fatalf("wait: %+v, %v", final, err)
+			final := awaitFinal(t, e, rec.ID)
+			if final.State != StateFailed || final.Code != CodeTooLarge || final.Result != nil {
+				t.Fatalf("final: %+v", final)
 			}
 			stored, err := e.Get(ctx, rec.ID)
 			if err != nil || stored.State != StateFailed || stored.Code != CodeTooLarge {
@@ -170,9 +170,8 @@ func TestShutdownEndsQueuedTask(t *testing.T) {
 	defer cancel()
 	_ = e.Close(cctx)
 	for _, id := range ids {
-		rec, err := e.Wait(ctx, id)
-		if err != nil || rec.State != StateFailed {
-			t.Fatalf("task %s after shutdown: %+v, %v", id, rec, err)
+		if rec := awaitFinal(t, e, id); rec.State != StateFailed {
+			t.Fatalf("task %s after shutdown: %+v", id, rec)
 		}
 		if stored, err := e.Get(ctx, id); err != nil || stored.State != StateFailed {
 			t.Fatalf("stored %s: %+v, %v", id, stored, err)

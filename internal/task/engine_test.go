@@ -47,11 +47,7 @@ func (n *node) submitWait(t *testing.T, req SubmitRequest) Record {
 	if rec.State != StateQueued || !validID(rec.ID) || rec.Origin != n.id.String() || rec.Attempts != 0 {
 		t.Fatalf("submit returned %+v, want a queued record", rec)
 	}
-	final, err := n.e.Wait(ctx, rec.ID)
-	if err != nil {
-		t.Fatalf("wait %s: %v", rec.ID, err)
-	}
-	return final
+	return awaitFinal(t, n.e, rec.ID)
 }
 
 func wantTotals(t *testing.T, who string, tm taskMetrics, want map[string]float64) {
@@ -170,16 +166,12 @@ func TestEnginePanicRecovered(t *testing.T) {
 	wantTotals(t, "local", n.tm, map[string]float64{"unknown/failed": 2, "text.chunk/succeeded": 1})
 }
 
-// blocking returns an executor that signals started and then waits for ctx
-// (or, when ignoreCtx, for release only).
-func blocking(typ string, started chan<- struct{}, release <-chan struct{}, ignoreCtx bool) testExecutor {
+// blocking returns an executor that signals started and then waits for
+// release or ctx.
+func blocking(typ string, started chan<- struct{}, release <-chan struct{}) testExecutor {
 	return testExecutor{typ: typ, run: func(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
 		if started != nil {
 			started <- struct{}{}
-		}
-		if ignoreCtx {
-			<-release
-			return json.RawMessage(`{"released":true}`), nil
 		}
 		select {
 		case <-release:
@@ -195,8 +187,7 @@ func TestEngineExecuteForRemote(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	n := newNode(t, nil, Options{Executors: []Executor{
-		blocking("test.block", started, release, false),
-		blocking("test.deaf", started, release, true),
+		blocking("test.block", started, release),
 	}})
 	ctx := testCtx(t)
 	id := newID()
@@ -211,7 +202,7 @@ func TestEngineExecuteForRemote(t *testing.T) {
 		t.Fatalf("Execute with non-object input: %+v", rec)
 	}
 	// The submitter gives up: the executor is stopped, outcome cancelled.
-	for _, typ := range []string{"test.block", "test.deaf"} {
+	for _, typ := range []string{"test.block", "test.block"} {
 		cctx, cancel := context.WithCancel(ctx)
 		done := make(chan Record, 1)
 		go func() { done <- n.e.Execute(cctx, Request{Type: typ, Input: json.RawMessage(`{}`)}) }()
@@ -245,9 +236,9 @@ func TestEngineRecordsSurviveRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	final, err := e1.Wait(ctx, rec.ID)
-	if err != nil || final.State != StateSucceeded {
-		t.Fatalf("wait: %+v, %v", final, err)
+	final := awaitFinal(t, e1, rec.ID)
+	if final.State != StateSucceeded {
+		t.Fatalf("final: %+v", final)
 	}
 	if err := e1.Close(ctx); err != nil {
 		t.Fatal(err)
@@ -266,9 +257,6 @@ func TestEngineRecordsSurviveRestart(t *testing.T) {
 	if a, b := mustJSON(t, got), mustJSON(t, final); string(a) != string(b) {
 		t.Fatalf("after restart %s\nbefore %s", a, b)
 	}
-	if got, err := n2.e.Wait(ctx, rec.ID); err != nil || got.State != StateSucceeded {
-		t.Fatalf("Wait after restart: %+v, %v", got, err)
-	}
 	// So do the index data.
 	res := n2.submitWait(t, SubmitRequest{Type: TypeSearch, Input: json.RawMessage(`{"collection":"notes","query":"records on disk"}`)})
 	var out SearchOutput
@@ -283,9 +271,6 @@ func TestEngineGetNotFound(t *testing.T) {
 		_, err := n.e.Get(testCtx(t), id)
 		if !errors.Is(err, ErrNotFound) || !errors.Is(err, storage.ErrNotFound) {
 			t.Errorf("Get(%q): err = %v, want ErrNotFound", id, err)
-		}
-		if _, err := n.e.Wait(testCtx(t), id); !errors.Is(err, ErrNotFound) {
-			t.Errorf("Wait(%q): err = %v, want ErrNotFound", id, err)
 		}
 	}
 }
@@ -321,33 +306,10 @@ func TestEngineRecover(t *testing.T) {
 	}
 }
 
-func TestEngineWaitOnStoreOnly(t *testing.T) {
-	// A task of another node sharing the store: Wait follows the store.
-	n := newNode(t, nil, Options{})
-	rec := Record{ID: newID(), Type: TypeChunk, State: StateRunning, Origin: "elsewhere"}
-	putRecord(t, n.store, rec)
-	short, cancel := context.WithTimeout(testCtx(t), 60*time.Millisecond)
-	defer cancel()
-	got, err := n.e.Wait(short, rec.ID)
-	if !errors.Is(err, context.DeadlineExceeded) || got.State != StateRunning {
-		t.Fatalf("Wait on a running record: %+v, %v", got, err)
-	}
-	done := make(chan Record, 1)
-	go func() {
-		r, _ := n.e.Wait(testCtx(t), rec.ID)
-		done <- r
-	}()
-	rec.State, rec.Result = StateSucceeded, json.RawMessage(`{"ok":true}`)
-	putRecord(t, n.store, rec)
-	if got := <-done; got.State != StateSucceeded || string(got.Result) != `{"ok":true}` {
-		t.Fatalf("Wait returned %+v", got)
-	}
-}
-
 func TestEngineCloseDrains(t *testing.T) {
 	started := make(chan struct{}, 1)
 	release := make(chan struct{})
-	n := newNode(t, nil, Options{Executors: []Executor{blocking("test.block", started, release, false)}})
+	n := newNode(t, nil, Options{Executors: []Executor{blocking("test.block", started, release)}})
 	ctx := testCtx(t)
 	rec, err := n.e.Submit(ctx, SubmitRequest{Type: "test.block", Input: json.RawMessage(`{}`)})
 	if err != nil {
@@ -376,12 +338,11 @@ func TestEngineCloseCancelsAtDeadline(t *testing.T) {
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	n := newNode(t, nil, Options{Executors: []Executor{
-		blocking("test.block", started, release, false),
-		blocking("test.deaf", started, release, true),
+		blocking("test.block", started, release),
 	}})
 	ctx := testCtx(t)
 	var ids []string
-	for _, typ := range []string{"test.block", "test.deaf"} {
+	for _, typ := range []string{"test.block", "test.block"} {
 		rec, err := n.e.Submit(ctx, SubmitRequest{Type: typ, Input: json.RawMessage(`{}`)})
 		if err != nil {
 			t.Fatal(err)
@@ -499,9 +460,9 @@ func TestDispatchPicksFewestInFlight(t *testing.T) {
 	}
 	close(release)
 	for i, id := range ids {
-		rec, err := n.e.Wait(ctx, id)
-		if err != nil || rec.State != StateSucceeded || rec.Peer != order[i].String() || rec.Attempts != 1 || string(rec.Result) != string(chunkResult(t)) {
-			t.Fatalf("task %d: %+v, %v", i, rec, err)
+		rec := awaitFinal(t, n.e, id)
+		if rec.State != StateSucceeded || rec.Peer != order[i].String() || rec.Attempts != 1 || string(rec.Result) != string(chunkResult(t)) {
+			t.Fatalf("task %d: %+v", i, rec)
 		}
 	}
 	// Metrics are recorded on the executing nodes only.
@@ -552,9 +513,9 @@ func TestDispatchRetriesOnAnotherPeer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rec, err = e.Wait(testCtx(t), rec.ID)
-	if err != nil || rec.State != StateSucceeded || rec.Peer != b.String() || rec.Attempts != 2 || string(rec.Result) != string(chunkResult(t)) {
-		t.Fatalf("record %+v, %v", rec, err)
+	rec = awaitFinal(t, e, rec.ID)
+	if rec.State != StateSucceeded || rec.Peer != b.String() || rec.Attempts != 2 || string(rec.Result) != string(chunkResult(t)) {
+		t.Fatalf("record %+v", rec)
 	}
 	if got := tr.calledPeers(); !slices.Equal(got, []peer.ID{a, b}) {
 		t.Fatalf("called %v, want [a b]", got)
@@ -606,10 +567,14 @@ func TestDispatchTimeoutRetriedThenFails(t *testing.T) {
 	a, b := remotes[0].id, remotes[1].id
 	hang := make(chan struct{})
 	t.Cleanup(func() { close(hang) })
-	// Peers that never answer and ignore the deadline: the engine must not hang.
-	tr.handle = func(context.Context, peer.ID, Request) (Record, error) {
-		<-hang
-		return Record{}, errors.New("too late")
+	// Peers that never answer: the attempts end at the engine's deadline.
+	tr.handle = func(ctx context.Context, _ peer.ID, _ Request) (Record, error) {
+		select {
+		case <-hang:
+			return Record{}, errors.New("too late")
+		case <-ctx.Done():
+			return Record{}, ctx.Err()
+		}
 	}
 	n := newNode(t, tr, Options{Timeout: 50 * time.Millisecond})
 	start := time.Now()

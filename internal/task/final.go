@@ -3,17 +3,16 @@ package task
 import (
 	"errors"
 	"fmt"
-	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 )
 
 // persistFinal stores the final record rec and returns what was stored. A
 // result too large for a record (over Options.MaxValueBytes) or a record
 // the store refuses is replaced by a failed record without the result, so
-// that every task reaches a final state that Get reads and Wait returns.
+// that every task reaches a final state that Get reads.
 func (e *Engine) persistFinal(rec Record) Record {
 	if rec.Result != nil && e.lim.local > 0 && len(rec.Result) > e.lim.local {
-		e.met[metrics.TaskType(rec.Type)].tooLarge.Inc()
+		e.executor(rec.Type).run.refuse(reasonTooLarge)
 		rec = finish(rec, nil, CodeTooLarge, fmt.Errorf("%w: result is %d bytes, over the record limit of %d", ErrTooLarge, len(rec.Result), e.lim.local))
 	}
 	err := e.persist(e.base, rec)

@@ -94,6 +94,26 @@ func (tm taskMetrics) durationCount(t testing.TB, typ string) (uint64, float64) 
 	return 0, 0
 }
 
+// awaitFinal polls the stored record of task id until it is final.
+func awaitFinal(t testing.TB, e *Engine, id string) Record {
+	t.Helper()
+	ctx := testCtx(t)
+	for {
+		rec, err := e.Get(ctx, id)
+		if err != nil {
+			t.Fatalf("task %s: %v", id, err)
+		}
+		if rec.State.Final() {
+			return rec
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("task %s not final: %+v", id, rec)
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
 func mustJSON(t testing.TB, v any) json.RawMessage {
 	t.Helper()
 	b, err := json.Marshal(v)

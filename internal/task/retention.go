@@ -51,9 +51,8 @@ type retainer struct {
 	now        func() time.Time
 }
 
-// run makes one pass every interval until ctx ends, then closes done.
-func (r *retainer) run(ctx context.Context, done chan<- struct{}, onErr func(error)) {
-	defer close(done)
+// run makes one pass every interval until ctx ends.
+func (r *retainer) run(ctx context.Context, onErr func(error)) {
 	t := time.NewTicker(r.interval)
 	defer t.Stop()
 	for {

@@ -1,8 +1,15 @@
 // Package task holds the node's AI work (DESIGN.md section 9): the executors
 // (text.chunk, text.embed, index.add, index.search) behind one small
 // interface, and the Engine that accepts submissions, dispatches them to a
-// peer or runs them locally, persists every task record in the Store and is
-// the one place task metrics are recorded.
+// peer or runs them locally and persists every task record in the Store.
+//
+// The files follow the concerns: task.go the types and interfaces,
+// engine.go the engine's lifecycle and records, dispatch.go the choice of
+// peer, retries and the fan-out of Merger tasks, execute.go local
+// execution (admission, limits, panics), instrument.go the task metrics,
+// recorded by the Instrument decorator the engine puts around every
+// executor it registers; chunk.go, embed.go, index.go and search.go the
+// executors, search.go also the merge of a fanned-out index.search.
 package task
 
 import (
@@ -44,11 +51,37 @@ var (
 	ErrNoPeer = errors.New("no peer available")
 )
 
-// Executor runs one task type. Execute must honour ctx cancellation and wrap
-// input validation errors with ErrBadInput. It returns a JSON value.
+// Executor runs one task type. Execute must honour ctx cancellation (the
+// engine calls it directly and waits for it to return) and wrap input
+// validation errors with ErrBadInput. It returns a JSON value.
 type Executor interface {
 	Type() string
 	Execute(ctx context.Context, input json.RawMessage) (json.RawMessage, error)
+}
+
+// Merger is implemented by executors whose tasks are spread over the mesh,
+// each node answering from what it holds (index.search). A task of such a
+// type submitted without a peer runs at once on this node and on every
+// connected peer offering the type, and Merge makes one result of their
+// answers. Without peers offering the type it runs like any other task.
+type Merger interface {
+	Executor
+	// CheckInput validates the input before any peer is asked; an error
+	// (wrapping ErrBadInput) keeps the task here, where it fails.
+	CheckInput(input json.RawMessage) error
+	// Merge combines the parts, the peers' answers in the order they were
+	// asked and then this node's, into the task's result; or fails the task
+	// with a failure code (a Code constant) and an error.
+	Merge(ctx context.Context, input json.RawMessage, parts []Part) (result json.RawMessage, code string, err error)
+}
+
+// Part is one node's answer to a fanned-out task: its Result, or the
+// failure Code and Err of its attempt.
+type Part struct {
+	Peer   peer.ID
+	Result json.RawMessage
+	Code   string
+	Err    error
 }
 
 // Transport carries task requests to other peers; the node adapts its p2p
@@ -57,6 +90,7 @@ type Transport interface {
 	// Call sends a task request to peer p and returns the remote task record.
 	// An error means no record came back (unreachable, stream error, or the
 	// ctx deadline: timeout); an error wrapping ErrBadInput is not retried.
+	// Call must honour ctx: the engine waits for it to return.
 	Call(ctx context.Context, p peer.ID, req Request) (Record, error)
 	// PeersOffering lists connected peers that offer the task type (excluding self).
 	PeersOffering(typ string) []peer.ID

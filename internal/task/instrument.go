@@ -1,0 +1,94 @@
+package task
+
+import (
+	"context"
+	"encoding/json"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+)
+
+// Refusal reasons, the reason label of tasks_refused_total.
+const (
+	reasonBusy     = "busy"
+	reasonTooLarge = "too_large"
+)
+
+// instrumented measures every execution of the Executor it wraps.
+type instrumented struct {
+	next                         Executor
+	succeeded, failed, cancelled prometheus.Counter
+	duration                     prometheus.Observer
+	busy, tooLarge               prometheus.Counter
+}
+
+// Instrument returns x measured in m under its type label (metrics.TaskType
+// of x.Type(): a type outside the closed set is recorded as "unknown"):
+// every Execute increments tasks_total by outcome and observes
+// task_duration_seconds (metrics.Since, in seconds, unrounded). The outcome
+// is succeeded without an error; cancelled when the error comes from ctx
+// ending because the submitter gave up or the node is stopping; failed
+// otherwise (a timeout, a panic, bad input, any other error). A result over
+// the limit of its destination also increments tasks_refused_total{reason
+// too_large}. The label children are resolved here, once. The engine
+// measures every executor it registers this way.
+func Instrument(x Executor, m *metrics.Tasks) Executor { return instrument(x, m) }
+
+func instrument(x Executor, m *metrics.Tasks) *instrumented {
+	t := metrics.TaskType(x.Type())
+	return &instrumented{
+		next:      x,
+		succeeded: m.Total.WithLabelValues(t, "succeeded"),
+		failed:    m.Total.WithLabelValues(t, "failed"),
+		cancelled: m.Total.WithLabelValues(t, "cancelled"),
+		duration:  m.Duration.WithLabelValues(t),
+		busy:      m.Refused.WithLabelValues(t, reasonBusy),
+		tooLarge:  m.Refused.WithLabelValues(t, reasonTooLarge),
+	}
+}
+
+// Type returns the wrapped executor's type.
+func (in *instrumented) Type() string { return in.next.Type() }
+
+// Execute runs the wrapped executor and records its outcome and duration. A
+// panic passing through is recorded as failed.
+func (in *instrumented) Execute(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
+	start := metrics.Now()
+	returned := false
+	defer func() {
+		if !returned {
+			in.failed.Inc()
+			in.duration.Observe(metrics.Since(start))
+		}
+	}()
+	res, err := in.next.Execute(ctx, input)
+	returned = true
+	code := failureCode(ctx, err)
+	switch {
+	case err == nil:
+		in.succeeded.Inc()
+	case code == CodeCancelled || code == CodeClosed:
+		in.cancelled.Inc()
+	default:
+		if code == CodeTooLarge {
+			in.tooLarge.Inc()
+		}
+		in.failed.Inc()
+	}
+	in.duration.Observe(metrics.Since(start))
+	return res, err
+}
+
+// refuse records a task of this type refused before execution, for reason
+// reasonBusy or reasonTooLarge.
+func (in *instrumented) refuse(reason string) {
+	if reason == reasonBusy {
+		in.busy.Inc()
+		return
+	}
+	in.tooLarge.Inc()
+}
+
+// Unwrap returns the wrapped executor.
+func (in *instrumented) Unwrap() Executor { return in.next }
