@@ -81,7 +81,6 @@ func pingPair(tb testing.TB, instrumented bool) func() error {
 	return ping
 }
 
-
 // orders are the six orders of three variants; round r uses orders[r%6], so
 // each variant runs first, second and last equally often.
 var orders = [6][3]int{{0, 1, 2}, {1, 2, 0}, {2, 0, 1}, {0, 2, 1}, {2, 1, 0}, {1, 0, 2}}
