@@ -38,6 +38,7 @@ type Config struct {
 	Metrics MetricsConfig `yaml:"metrics"`
 	API     APIConfig     `yaml:"api"`
 	Task    TaskConfig    `yaml:"task"`
+	Tracing TracingConfig `yaml:"tracing"`
 }
 
 // NodeConfig is the node section: where the node keeps its state and what it is called.
@@ -164,6 +165,18 @@ type APIConfig struct {
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 }
 
+// TracingConfig is the tracing section (DESIGN.md section 10).
+type TracingConfig struct {
+	// SampleRatio is the share of new traces that are sampled.
+	SampleRatio float64 `yaml:"sample_ratio"`
+	// MaxSpans bounds the finished spans kept by this node.
+	MaxSpans int `yaml:"max_spans"`
+	// Retention is how long finished spans are kept.
+	Retention time.Duration `yaml:"retention"`
+	// OTLPEndpoint is an OTLP/HTTP collector URL; empty exports nothing.
+	OTLPEndpoint string `yaml:"otlp_endpoint"`
+}
+
 // TaskConfig is the task section.
 type TaskConfig struct {
 	// Timeout bounds a task run on a remote peer.
@@ -219,7 +232,8 @@ func Default() *Config {
 		},
 		API: APIConfig{Listen: "127.0.0.1:7070", ReadHeaderTimeout: 5 * time.Second, BodyTimeout: 60 * time.Second,
 			MinBodyRate: 4096, MaxConnections: 256, MaxBodyBytesInFlight: 32 << 20, ShutdownGrace: 2 * time.Second},
-		Task: TaskConfig{Timeout: 30 * time.Second, MaxConcurrent: 4, MaxConcurrentSearches: 2, MaxQueued: 64, Retention: 168 * time.Hour, MaxRecords: 100000},
+		Task:    TaskConfig{Timeout: 30 * time.Second, MaxConcurrent: 4, MaxConcurrentSearches: 2, MaxQueued: 64, Retention: 168 * time.Hour, MaxRecords: 100000},
+		Tracing: TracingConfig{SampleRatio: 0.01, MaxSpans: 100000, Retention: 48 * time.Hour},
 	}
 	if dir, err := expandHome(c.Node.DataDir); err == nil {
 		c.Node.DataDir = dir

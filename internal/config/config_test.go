@@ -117,6 +117,10 @@ func TestLoadDefaults(t *testing.T) {
 		{"task.max_queued", c.Task.MaxQueued, 64},
 		{"task.retention", c.Task.Retention, 168 * time.Hour},
 		{"task.max_records", c.Task.MaxRecords, 100000},
+		{"tracing.sample_ratio", c.Tracing.SampleRatio, 0.01},
+		{"tracing.max_spans", c.Tracing.MaxSpans, 100000},
+		{"tracing.retention", c.Tracing.Retention, 48 * time.Hour},
+		{"tracing.otlp_endpoint", c.Tracing.OTLPEndpoint, ""},
 	}
 	if len(checks) != len(keyTable) {
 		t.Errorf("checked %d defaults, there are %d keys", len(checks), len(keyTable))
@@ -437,6 +441,11 @@ func TestValidationErrors(t *testing.T) {
 		value string // must appear in the message
 	}{
 		{"empty data dir", flag("node.data_dir", " "), "node.data_dir", ""},
+		{"sample ratio above 1", flag("tracing.sample_ratio", "1.5"), "tracing.sample_ratio", "1.5"},
+		{"sample ratio negative", flag("tracing.sample_ratio", "-0.1"), "tracing.sample_ratio", "-0.1"},
+		{"max spans zero", flag("tracing.max_spans", "0"), "tracing.max_spans", "0"},
+		{"trace retention zero", flag("tracing.retention", "0s"), "tracing.retention", "0s"},
+		{"otlp endpoint without scheme", flag("tracing.otlp_endpoint", "collector:4318"), "tracing.otlp_endpoint", "collector:4318"},
 		{"control char in name", flag("node.name", "a\x01b"), "node.name", `a\x01b`},
 		{"log level", flag("log.level", "verbose"), "log.level", "verbose"},
 		{"log level env", env("P2P_AGENT_LOG_LEVEL=trace"), "log.level", "trace"},

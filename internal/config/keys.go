@@ -198,6 +198,18 @@ var keyTable = []keyDef{
 	{key: "task.max_records", def: "100000",
 		desc:  "Most task records kept; the oldest beyond it are removed in the background.",
 		field: func(c *Config) any { return &c.Task.MaxRecords }},
+	{key: "tracing.sample_ratio", def: "0.01",
+		desc:  "Share of new traces (API requests, task submissions) that are sampled, 0 to 1; task submit --trace and a sampled traceparent header always are.",
+		field: func(c *Config) any { return &c.Tracing.SampleRatio }},
+	{key: "tracing.max_spans", def: "100000",
+		desc:  "Most finished spans this node keeps for trace queries; whole traces are dropped oldest first beyond it.",
+		field: func(c *Config) any { return &c.Tracing.MaxSpans }},
+	{key: "tracing.retention", def: "48h",
+		desc:  "How long this node keeps its finished spans.",
+		field: func(c *Config) any { return &c.Tracing.Retention }},
+	{key: "tracing.otlp_endpoint", def: "",
+		desc:  "OTLP/HTTP collector to export spans to as well (http://host:4318; /v1/traces is added when the URL has no path); empty exports nothing.",
+		field: func(c *Config) any { return &c.Tracing.OTLPEndpoint }},
 }
 
 // Indexes derived from keyTable. sections holds every proper prefix of a key

@@ -273,6 +273,18 @@ func validate(c *Config, sources map[string]string) Errors {
 	v.intRange("task.max_queued", c.Task.MaxQueued, 0, 1<<16)
 	v.positive("task.retention", c.Task.Retention)
 	v.intMin("task.max_records", c.Task.MaxRecords, 1)
+
+	tr := c.Tracing
+	if math.IsNaN(tr.SampleRatio) || tr.SampleRatio < 0 || tr.SampleRatio > 1 {
+		v.fail("tracing.sample_ratio", strconv.FormatFloat(tr.SampleRatio, 'g', -1, 64), "must be a number from 0 to 1")
+	}
+	v.intRange("tracing.max_spans", tr.MaxSpans, 1, 100_000_000)
+	v.positive("tracing.retention", tr.Retention)
+	if e := tr.OTLPEndpoint; e != "" {
+		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			v.fail("tracing.otlp_endpoint", e, "must be an http:// or https:// URL with a host (http://collector:4318)")
+		}
+	}
 	return v.errs
 }
 
