@@ -12,10 +12,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage/local"
+	"github.com/p2p-ai-agents/p2p-agent/internal/tracing"
 )
 
 // noopStore does nothing and allocates nothing, so that what is measured
@@ -257,8 +259,13 @@ func TestInstrumentDoesNotAllocate(t *testing.T) {
 	m := metrics.NewStorage(prometheus.NewRegistry())
 	value := []byte("preallocated")
 	kvs := []storage.KV{{Key: "k", Value: value}}
-	s := storage.Instrument(&noopStore{value: value, kvs: kvs}, m, "local")
-	missing := storage.Instrument(&noopStore{err: storage.ErrNotFound}, m, "local")
+	// With a tracer: unsampled operations must not allocate either.
+	tr, err := tracing.New(tracing.Config{SampleRatio: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := storage.InstrumentTraced(&noopStore{value: value, kvs: kvs}, m, "local", tr)
+	missing := storage.InstrumentTraced(&noopStore{err: storage.ErrNotFound}, m, "local", tr)
 	failing := storage.Instrument(&noopStore{err: storage.ErrUnavailable}, m, "local")
 	ctx := context.Background()
 	tests := map[string]func(){
@@ -275,6 +282,62 @@ func TestInstrumentDoesNotAllocate(t *testing.T) {
 		if allocs := testing.AllocsPerRun(1000, fn); allocs != 0 {
 			t.Errorf("%s: %v allocations per operation, want 0", name, allocs)
 		}
+	}
+}
+
+// TestInstrumentTraced: an operation under a sampled span gets a child span
+// named after it, failed when the operation failed (a missing key is not a
+// failure), and its duration carries the trace id as an exemplar.
+func TestInstrumentTraced(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := metrics.NewStorage(reg)
+	tr, err := tracing.New(tracing.Config{Node: "alpha", PeerID: "p"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := storage.InstrumentTraced(&noopStore{value: []byte("v")}, m, "redis", tr)
+	missing := storage.InstrumentTraced(&noopStore{err: storage.ErrNotFound}, m, "redis", tr)
+	failing := storage.InstrumentTraced(&noopStore{err: storage.ErrUnavailable}, m, "redis", tr)
+
+	ctx, root := tr.StartRoot(context.Background(), "root", trace.SpanKindServer, true)
+	_ = ok.Put(ctx, "k", []byte("v"), storage.Strong)
+	_, _ = missing.Get(ctx, "k", storage.Strong)
+	_, _, _ = failing.ListPage(ctx, "", "", 10, storage.Strong)
+	root.End(nil)
+	_, _ = ok.Get(context.Background(), "k", storage.Strong) // unsampled: no span
+
+	id, _ := tracing.ParseTraceID(root.TraceID())
+	spans, _ := tr.Store().Spans(id)
+	type got struct{ name, parent, backend, err string }
+	var gots []got
+	for _, sp := range spans {
+		gots = append(gots, got{sp.Name, sp.ParentID, sp.Attributes["storage.backend"], sp.Error})
+	}
+	rootID := spans[len(spans)-1].SpanID
+	want := []got{
+		{"storage put", rootID, "redis", ""},
+		{"storage get", rootID, "redis", ""},
+		{"storage list", rootID, "redis", storage.ErrUnavailable.Error()},
+		{"root", "", "", ""},
+	}
+	if fmt.Sprint(gots) != fmt.Sprint(want) {
+		t.Fatalf("spans %v, want %v", gots, want)
+	}
+	if n, _ := tr.Store().Len(); n != 1 {
+		t.Fatalf("%d traces stored, want 1 (the unsampled get made none)", n)
+	}
+	var dm dto.Metric
+	if err := m.Duration.WithLabelValues("put", "redis").(prometheus.Metric).Write(&dm); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, b := range dm.GetHistogram().GetBucket() {
+		if e := b.GetExemplar(); e != nil && e.GetLabel()[0].GetValue() == root.TraceID() {
+			found = true
+		}
+	}
+	if !found {
+		t.Fatalf("no exemplar with trace_id %s on the put duration", root.TraceID())
 	}
 }
 
