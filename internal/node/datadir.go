@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 )
 
 // ErrDataDirInUse is matched (errors.Is) when another process, normally
@@ -69,8 +70,13 @@ func claimDataDir(path string, log *slog.Logger) (d *dataDir, err error) {
 
 // willCreate records that path is about to be created (by a store, say)
 // unless it already exists: a failed start removes the topmost directory
-// that did not exist before.
+// that did not exist before. Only paths inside the data dir are recorded:
+// elsewhere the lock does not cover them, and what looked missing may be
+// another node's by the time it would be removed.
 func (d *dataDir) willCreate(path string) error {
+	if !within(d.path, path) {
+		return nil
+	}
 	top, err := topMissing(path)
 	if err != nil {
 		return err
@@ -130,4 +136,15 @@ func topMissing(path string) (string, error) {
 			return top, nil
 		}
 	}
+}
+
+// within reports whether path is dir or inside it.
+func within(dir, path string) bool {
+	ad, err1 := filepath.Abs(dir)
+	ap, err2 := filepath.Abs(path)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	rel, err := filepath.Rel(ad, ap)
+	return err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
