@@ -140,6 +140,30 @@ func TestStartFailures(t *testing.T) {
 			code: 1, want: []string{"data dir %D: ", "not a directory"},
 		},
 		{
+			name: "store path under a regular file",
+			setup: func(t *testing.T, root string) (string, map[string]string) {
+				writeFile(t, filepath.Join(root, "file"), []byte("x"), 0o600)
+				t.Setenv("STORE", filepath.Join(root, "file", "store"))
+				return withKey(t, root), map[string]string{"storage.local.path": filepath.Join(root, "file", "store")}
+			},
+			code: 1, want: []string{"opening local storage at $STORE: ", "not a directory"},
+		},
+		{
+			name: "redis unreachable, fresh data dir",
+			setup: func(t *testing.T, root string) (string, map[string]string) {
+				ln, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				a := ln.Addr().String()
+				ln.Close() // nothing listens there now
+				t.Setenv("REDIS", a)
+				return filepath.Join(root, "node"), map[string]string{
+					"storage.backend": "redis", "storage.redis.addrs": a, "storage.redis.retry_backoff": "1ms"}
+			},
+			code: 1, want: []string{"opening redis storage: backend unavailable: redis ping $REDIS failed", "connection refused"},
+		},
+		{
 			name: "unknown key in the config file",
 			setup: func(t *testing.T, root string) (string, map[string]string) {
 				f := filepath.Join(root, "bad.yaml")
