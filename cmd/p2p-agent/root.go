@@ -13,6 +13,7 @@ import (
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/api"
 	"github.com/p2p-ai-agents/p2p-agent/internal/config"
+	"github.com/p2p-ai-agents/p2p-agent/internal/identity"
 	"github.com/p2p-ai-agents/p2p-agent/internal/oneline"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
 )
@@ -65,6 +66,10 @@ func exitCode(err error) int {
 	var ae *api.Error
 	switch {
 	case errors.As(err, &ue), errors.Is(err, config.ErrInvalid), errors.Is(err, p2p.ErrBadPeer):
+		return exitUsage
+	case errors.Is(err, identity.ErrInsecureKey):
+		// the operator's setting, refused as ssh refuses an open key: fixed
+		// by chmod, not by retrying
 		return exitUsage
 	case errors.As(err, &ae) && (ae.StatusCode == http.StatusBadRequest || ae.StatusCode == http.StatusRequestEntityTooLarge):
 		return exitUsage

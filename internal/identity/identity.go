@@ -23,6 +23,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/crypto/pb"
@@ -58,8 +59,8 @@ func Load(path string) (crypto.PrivKey, peer.ID, error) {
 		return nil, "", fmt.Errorf("identity: %s is not a regular file", path)
 	}
 	if perm := st.Mode().Perm(); runtime.GOOS != "windows" && perm&0o077 != 0 {
-		return nil, "", fmt.Errorf("%w: %s has mode %#o, want 0600 or stricter (fix with: chmod 600 %s)",
-			ErrInsecureKey, path, perm, path)
+		return nil, "", fmt.Errorf("%w: %s is %s (mode %#o); refusing to use it, fix with: chmod 600 %s",
+			ErrInsecureKey, path, exposure(perm), perm, path)
 	}
 	if st.Size() > maxKeyFileSize {
 		return nil, "", fmt.Errorf("%w: %s is %d bytes, too large for a key file", ErrCorruptKey, path, st.Size())
@@ -82,6 +83,28 @@ func Load(path string) (crypto.PrivKey, peer.ID, error) {
 		return nil, "", fmt.Errorf("%w: %s: deriving peer ID: %w", ErrCorruptKey, path, err)
 	}
 	return key, id, nil
+}
+
+// exposure says who besides the owner can do what with a file of mode perm,
+// e.g. "readable by group and others".
+func exposure(perm fs.FileMode) string {
+	var can, by []string
+	if perm&0o044 != 0 {
+		can = append(can, "readable")
+	}
+	if perm&0o022 != 0 {
+		can = append(can, "writable")
+	}
+	if len(can) == 0 {
+		can = append(can, "executable")
+	}
+	if perm&0o070 != 0 {
+		by = append(by, "group")
+	}
+	if perm&0o007 != 0 {
+		by = append(by, "others")
+	}
+	return strings.Join(can, " and ") + " by " + strings.Join(by, " and ")
 }
 
 // decode unmarshals a key file and checks it is a self-consistent Ed25519 key.
@@ -156,7 +179,7 @@ func writeNew(path string, data []byte) (created bool, err error) {
 
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return false, fmt.Errorf("identity: creating temporary file: %w", err)
+		return false, fmt.Errorf("identity: creating %s: %w", path, err)
 	}
 	tmpName := tmp.Name()
 	defer func() {
@@ -171,14 +194,14 @@ func writeNew(path string, data []byte) (created bool, err error) {
 	}
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return false, fmt.Errorf("identity: writing key: %w", err)
+		return false, fmt.Errorf("identity: writing %s: %w", path, err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return false, fmt.Errorf("identity: syncing key: %w", err)
+		return false, fmt.Errorf("identity: syncing %s: %w", path, err)
 	}
 	if err := tmp.Close(); err != nil {
-		return false, fmt.Errorf("identity: closing key: %w", err)
+		return false, fmt.Errorf("identity: closing %s: %w", path, err)
 	}
 
 	switch err := os.Link(tmpName, path); {
@@ -192,7 +215,7 @@ func writeNew(path string, data []byte) (created bool, err error) {
 			return false, nil
 		}
 		if err := os.Rename(tmpName, path); err != nil {
-			return false, fmt.Errorf("identity: installing key file: %w", err)
+			return false, fmt.Errorf("identity: installing %s: %w", path, err)
 		}
 	}
 	if err := syncDir(dir); err != nil {
@@ -211,7 +234,7 @@ func ensureDir(dir string) error {
 		return fmt.Errorf("identity: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("identity: creating directory: %w", err)
+		return fmt.Errorf("identity: creating directory %s: %w", dir, err)
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return fmt.Errorf("identity: %w", err)

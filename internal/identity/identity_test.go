@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -284,7 +285,14 @@ func TestInsecureModeRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := marshal(t, key)
-	for _, m := range []fs.FileMode{0o644, 0o640, 0o604, 0o660, 0o666} {
+	for m, who := range map[fs.FileMode]string{
+		0o644: "readable by group and others",
+		0o640: "readable by group",
+		0o604: "readable by others",
+		0o660: "readable and writable by group",
+		0o666: "readable and writable by group and others",
+		0o610: "executable by group",
+	} {
 		path := filepath.Join(t.TempDir(), "identity.key")
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			t.Fatal(err)
@@ -295,6 +303,9 @@ func TestInsecureModeRejected(t *testing.T) {
 		_, _, _, err := LoadOrCreate(path)
 		if !errors.Is(err, ErrInsecureKey) || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "chmod 600") {
 			t.Fatalf("mode %#o: LoadOrCreate = %v, want ErrInsecureKey naming the path and the fix", m, err)
+		}
+		if want := path + " is " + who + " (mode " + fmt.Sprintf("%#o", m) + ")"; !strings.Contains(err.Error(), want) {
+			t.Fatalf("mode %#o: error %q does not say %q", m, err, want)
 		}
 		after, _ := os.ReadFile(path)
 		if !bytes.Equal(after, data) || mode(t, path) != m {

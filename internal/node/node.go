@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -54,11 +55,19 @@ type Node struct {
 	stopOnce sync.Once
 	stopErr  error
 	cancel   context.CancelFunc
+
+	// dir is the locked data directory; failed makes closing it remove what
+	// this start created (a new identity, a new store, the directory).
+	dir             *dataDir
+	failed          atomic.Bool
+	createdIdentity bool
 }
 
-// New builds a node from a validated configuration: identity, registry,
-// store, p2p host, message service, task engine and servers. Nothing
-// listens until Start. On error everything already opened is closed.
+// New builds a node from a validated configuration: data dir lock, identity,
+// registry, store, p2p host, message service, task engine and servers.
+// Nothing listens until Start. On error everything already opened is closed
+// and what this start created is removed; an existing identity is never
+// written. A data dir locked by another process fails with ErrDataDirInUse.
 func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logger) (n *Node, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -70,17 +79,25 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 	built := n
 	defer func() {
 		if err != nil {
+			built.failed.Store(true)
 			built.closeAll(context.Background())
 		}
 	}()
 
+	// Locked before anything is created in it, so that a second node on the
+	// same directory stops here with nothing to undo.
+	if n.dir, err = claimDataDir(cfg.Node.DataDir, log); err != nil {
+		return nil, err
+	}
 	priv, id, created, err := identity.LoadOrCreate(cfg.IdentityPath())
 	if err != nil {
 		return nil, err
 	}
 	n.priv, n.peerID = priv, id
 	if created {
-		log.Info("created node identity", "path", cfg.IdentityPath(), "peer_id", id.String())
+		// Logged once the node has started: a failed start removes it again.
+		n.dir.didCreate(cfg.IdentityPath())
+		n.createdIdentity = true
 	}
 
 	n.reg = metrics.NewRegistry(version, id.String())
@@ -212,6 +229,9 @@ func (n *Node) openStore(ctx context.Context) error {
 		})
 		backend = rs
 	default:
+		if err := n.dir.willCreate(cfg.StorePath()); err != nil {
+			return fmt.Errorf("opening local storage at %s: %w", cfg.StorePath(), err)
+		}
 		ls, err := local.Open(cfg.StorePath(), local.Options{Logger: n.log})
 		if err != nil {
 			return fmt.Errorf("opening local storage at %s: %w", cfg.StorePath(), err)
@@ -224,7 +244,14 @@ func (n *Node) openStore(ctx context.Context) error {
 }
 
 // Start opens the listeners and the sampler and moves the node to active.
-func (n *Node) Start(ctx context.Context) error {
+// On error the caller calls Shutdown, which closes what New opened and, the
+// start having failed, removes what New created.
+func (n *Node) Start(ctx context.Context) (err error) {
+	defer func() {
+		if err != nil {
+			n.failed.Store(true)
+		}
+	}()
 	n.started = time.Now()
 	sctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
@@ -240,6 +267,9 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.state.Store(Active)
+	if n.createdIdentity {
+		n.log.Info("created node identity", "path", n.cfg.IdentityPath(), "peer_id", n.peerID.String())
+	}
 	n.log.Info("node started",
 		"peer_id", n.peerID.String(),
 		"name", n.cfg.Node.Name,
@@ -370,6 +400,9 @@ func (n *Node) closeAll(ctx context.Context) error {
 	}
 	if n.store != nil {
 		errs = append(errs, n.store.Close())
+	}
+	if n.dir != nil {
+		errs = append(errs, n.dir.release(n.failed.Load()))
 	}
 	return errors.Join(errs...)
 }
