@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // dispatch runs a task on the requested peer (this node when it names
@@ -39,7 +41,7 @@ func (e *Engine) dispatch(ctx context.Context, rec Record, req SubmitRequest) Re
 		}
 		if target == "" || target == e.self {
 			rec.Peer = e.self.String()
-			e.persistRunning(rec)
+			e.persistRunning(ctx, rec)
 			actx, cancel := context.WithTimeoutCause(ctx, e.timeout, errAttemptTimeout)
 			res, code, err := e.execute(actx, req.Type, req.Input, "", e.lim.local)
 			cancel()
@@ -49,9 +51,9 @@ func (e *Engine) dispatch(ctx context.Context, rec Record, req SubmitRequest) Re
 			return finish(rec, res, code, err)
 		}
 		rec.Peer = target.String()
-		e.persistRunning(rec)
+		e.persistRunning(ctx, rec)
 		tried = append(tried, target)
-		remote, err := e.call(ctx, target, wire)
+		remote, err := e.attempt(ctx, target, wire, attempt)
 		if err == nil && remote.State == StateSucceeded {
 			return finish(rec, remote.Result, "", nil)
 		}
@@ -89,6 +91,28 @@ func classify(remote Record, err error) (retry bool, code, msg string) {
 		return true, CodeTimeout, remote.Error
 	}
 	return false, cmp.Or(remote.Code, CodeError), remote.Error
+}
+
+// attempt is call traced: a span task.dispatch (attributes peer, attempt)
+// around the call when the task is sampled. The transport carries the span
+// to the peer, whose spans become its children.
+func (e *Engine) attempt(ctx context.Context, p peer.ID, req Request, n int) (Record, error) {
+	ctx, span := e.trc.Start(ctx, "task.dispatch", trace.SpanKindClient)
+	if !span.Recording() {
+		return e.call(ctx, p, req)
+	}
+	span.SetAttributes(attribute.String("peer", p.String()), attribute.Int("attempt", n))
+	rec, err := e.call(ctx, p, req)
+	switch {
+	case err != nil:
+		span.End(err)
+	case rec.State == StateFailed:
+		span.SetAttributes(attribute.String("task.code", rec.Code))
+		span.End(errors.New(rec.Error))
+	default:
+		span.End(nil)
+	}
+	return rec, err
 }
 
 // call sends one attempt to p with the attempt timeout. The transport
@@ -173,7 +197,7 @@ func (e *Engine) fanOut(ctx context.Context, rec Record, req SubmitRequest, m Me
 		return finish(rec, res, code, err)
 	}
 	rec.State, rec.Peer, rec.Attempts, rec.StartedAt = StateRunning, e.self.String(), 1, time.Now().UTC()
-	e.persistRunning(rec)
+	e.persistRunning(ctx, rec)
 
 	parts := make([]Part, len(peers)+1)
 	var wg sync.WaitGroup
@@ -181,7 +205,7 @@ func (e *Engine) fanOut(ctx context.Context, rec Record, req SubmitRequest, m Me
 	for i, p := range peers {
 		wg.Go(func() {
 			part := Part{Peer: p}
-			remote, err := e.call(ctx, p, wire)
+			remote, err := e.attempt(ctx, p, wire, 1)
 			if err == nil && remote.State == StateSucceeded {
 				part.Result = remote.Result
 			} else {

@@ -15,10 +15,13 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/oneline"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
+	"github.com/p2p-ai-agents/p2p-agent/internal/tracing"
 )
 
 // DefaultTimeout bounds one attempt of a task when Options.Timeout is zero.
@@ -65,6 +68,10 @@ type Options struct {
 	// RetentionInterval is the time between retention passes (default
 	// DefaultRetentionInterval).
 	RetentionInterval time.Duration
+	// Tracing, when set, traces sampled tasks: task.submit for the life of
+	// a submitted task, task.dispatch for each remote attempt, task.queue
+	// for the wait for a slot and task.execute for each execution here.
+	Tracing *tracing.Tracing
 }
 
 // SubmitRequest is a task submitted to this node.
@@ -74,6 +81,9 @@ type SubmitRequest struct {
 	Input json.RawMessage `json:"input"`
 	// Peer, when set, is the peer that must run the task.
 	Peer peer.ID `json:"peer,omitempty"`
+	// Trace forces the task to be traced (task submit --trace), whatever
+	// tracing.sample_ratio says.
+	Trace bool `json:"trace,omitempty"`
 }
 
 // Engine runs tasks: it accepts submissions, dispatches each to a peer or
@@ -94,6 +104,7 @@ type Engine struct {
 	unknown *instrumented // measures executions of types without an executor
 	adm     *admission
 	lim     limits
+	trc     *tracing.Tracing
 
 	base          context.Context // cancelled (cause ErrClosed) when Close gives up waiting
 	cancel        context.CancelCauseFunc
@@ -126,6 +137,7 @@ func NewEngine(store storage.Store, m *metrics.Tasks, tr Transport, self peer.ID
 		pending:  make(map[string]struct{}),
 		inflight: make(map[peer.ID]int),
 		lim:      newLimits(opts.MaxMessageBytes, opts.MaxValueBytes),
+		trc:      opts.Tracing,
 	}
 	maxQueued := cmp.Or(opts.MaxQueued, DefaultMaxQueued)
 	if maxQueued < 0 {
@@ -137,7 +149,7 @@ func NewEngine(store storage.Store, m *metrics.Tasks, tr Transport, self peer.ID
 	}
 	e.base, e.cancel = context.WithCancelCause(context.Background())
 	builtin := []Executor{ChunkExecutor{}, EmbedExecutor{}, IndexAddExecutor{Store: store}, IndexSearchExecutor{Store: store, Limiter: NewSearchLimiter(cmp.Or(opts.MaxConcurrentSearches, DefaultMaxConcurrentSearches))}}
-	e.unknown = instrument(unknownExecutor(metrics.Unknown), m)
+	e.unknown = instrument(unknownExecutor(metrics.Unknown), m, e.trc)
 	for _, x := range append(builtin, opts.Executors...) {
 		e.register(x)
 	}
@@ -186,22 +198,30 @@ func (e *Engine) Submit(ctx context.Context, req SubmitRequest) (Record, error) 
 		CreatedAt: time.Now().UTC(),
 		Origin:    e.self.String(),
 	}
+	// The span lives as long as the task; its context goes to run.
+	tctx, span := e.trc.StartRoot(ctx, "task.submit", trace.SpanKindInternal, req.Trace)
+	if span.Recording() {
+		rec.TraceID = span.TraceID()
+		span.SetAttributes(attribute.String("task.type", req.Type), attribute.String("task.id", rec.ID))
+	}
 	e.mu.Lock()
 	if e.closed {
 		e.mu.Unlock()
+		span.End(ErrClosed)
 		return Record{}, ErrClosed
 	}
 	e.pending[rec.ID] = struct{}{}
 	e.wg.Add(1)
 	e.mu.Unlock()
-	if err := e.persist(ctx, rec); err != nil {
+	if err := e.persist(tctx, rec); err != nil {
 		e.mu.Lock()
 		delete(e.pending, rec.ID)
 		e.mu.Unlock()
 		e.wg.Done()
+		span.End(err)
 		return Record{}, err
 	}
-	go e.run(rec, req)
+	go e.run(tracing.Carry(e.base, tctx), span, rec, req)
 	return rec, nil
 }
 
@@ -294,25 +314,35 @@ func (e *Engine) Recover(ctx context.Context) (int, error) {
 
 // run drives one submitted task to a final state: fanned out when its
 // executor is a Merger and peers offer it, else dispatched.
-func (e *Engine) run(rec Record, req SubmitRequest) {
+//
+// ctx is the engine's base context, carrying the task.submit span, which
+// ends with the task.
+func (e *Engine) run(ctx context.Context, span tracing.Span, rec Record, req SubmitRequest) {
 	defer e.wg.Done()
-	ctx := e.base
 	if m, peers := e.fanOutPeers(req); len(peers) > 0 {
 		rec = e.fanOut(ctx, rec, req, m, peers)
 	} else {
 		rec = e.dispatch(ctx, rec, req)
 	}
-	e.complete(rec)
+	rec = e.complete(ctx, rec)
+	if rec.State == StateFailed {
+		span.SetAttributes(attribute.String("task.code", rec.Code))
+		span.End(errors.New(rec.Error))
+	} else {
+		span.End(nil)
+	}
 }
 
-// complete persists the final record and forgets the task.
-func (e *Engine) complete(rec Record) {
-	rec = e.persistFinal(rec)
+// complete persists the final record, forgets the task and returns the
+// record as stored.
+func (e *Engine) complete(ctx context.Context, rec Record) Record {
+	rec = e.persistFinal(ctx, rec)
 	e.mu.Lock()
 	delete(e.pending, rec.ID)
 	e.mu.Unlock()
 	e.log.Info("task finished", "id", rec.ID, "type", rec.Type, "state", rec.State, "peer", rec.Peer,
 		"attempts", rec.Attempts, "code", rec.Code, "duration", rec.FinishedAt.Sub(rec.StartedAt))
+	return rec
 }
 
 // finish sets rec's final state from a result or a failure.
@@ -330,8 +360,8 @@ func finish(rec Record, res json.RawMessage, code string, err error) Record {
 }
 
 // persistRunning stores an intermediate state; a failure is logged, not fatal.
-func (e *Engine) persistRunning(rec Record) {
-	if err := e.persist(e.base, rec); err != nil {
+func (e *Engine) persistRunning(ctx context.Context, rec Record) {
+	if err := e.persist(ctx, rec); err != nil {
 		e.log.Warn("task record not stored", "id", rec.ID, "state", rec.State, "err", err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Execute runs req in this process on behalf of a remote peer and returns
@@ -56,7 +58,9 @@ func (e *Engine) execute(ctx context.Context, typ string, input json.RawMessage,
 			return nil, CodeTooLarge, err
 		}
 	}
-	release, err := e.adm.acquire(ctx, who)
+	qctx, qspan := e.trc.Start(ctx, "task.queue", trace.SpanKindInternal)
+	release, err := e.adm.acquire(qctx, who)
+	qspan.End(err)
 	if errors.Is(err, ErrBusy) {
 		x.run.refuse(reasonBusy)
 		return nil, CodeBusy, err
@@ -91,7 +95,7 @@ type registered struct {
 // register wraps x to run it: guarded, then measured, so that every
 // executor is measured without anyone having to remember to.
 func (e *Engine) register(x Executor) {
-	e.execs[x.Type()] = registered{x: x, run: instrument(guarded{next: x, log: e.log}, e.met)}
+	e.execs[x.Type()] = registered{x: x, run: instrument(guarded{next: x, log: e.log}, e.met, e.trc)}
 }
 
 // executor returns the registered executor of typ; for a type without one,

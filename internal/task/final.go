@@ -1,8 +1,10 @@
 package task
 
 import (
+	"context"
 	"errors"
 	"fmt"
+
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 )
 
@@ -10,12 +12,12 @@ import (
 // result too large for a record (over Options.MaxValueBytes) or a record
 // the store refuses is replaced by a failed record without the result, so
 // that every task reaches a final state that Get reads.
-func (e *Engine) persistFinal(rec Record) Record {
+func (e *Engine) persistFinal(ctx context.Context, rec Record) Record {
 	if rec.Result != nil && e.lim.local > 0 && len(rec.Result) > e.lim.local {
 		e.executor(rec.Type).run.refuse(reasonTooLarge)
 		rec = finish(rec, nil, CodeTooLarge, fmt.Errorf("%w: result is %d bytes, over the record limit of %d", ErrTooLarge, len(rec.Result), e.lim.local))
 	}
-	err := e.persist(e.base, rec)
+	err := e.persist(ctx, rec)
 	if err == nil {
 		return rec
 	}
@@ -28,7 +30,7 @@ func (e *Engine) persistFinal(rec Record) Record {
 		code = CodeTooLarge
 	}
 	rec = finish(rec, nil, code, fmt.Errorf("the result could not be stored: %w", err))
-	if err := e.persist(e.base, rec); err != nil {
+	if err := e.persist(ctx, rec); err != nil {
 		e.log.Error("task record not stored", "id", rec.ID, "state", rec.State, "err", err)
 	}
 	return rec

@@ -3,10 +3,14 @@ package task
 import (
 	"context"
 	"encoding/json"
+	"errors"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/tracing"
 )
 
 // Refusal reasons, the reason label of tasks_refused_total.
@@ -21,6 +25,8 @@ type instrumented struct {
 	succeeded, failed, cancelled prometheus.Counter
 	duration                     prometheus.Observer
 	busy, tooLarge               prometheus.Counter
+	tr                           *tracing.Tracing
+	typ                          attribute.KeyValue
 }
 
 // Instrument returns x measured in m under its type label (metrics.TaskType
@@ -32,12 +38,18 @@ type instrumented struct {
 // otherwise (a timeout, a panic, bad input, any other error). A result over
 // the limit of its destination also increments tasks_refused_total{reason
 // too_large}. The label children are resolved here, once. The engine
-// measures every executor it registers this way.
-func Instrument(x Executor, m *metrics.Tasks) Executor { return instrument(x, m) }
+// measures every executor it registers this way. With a tracer, an
+// execution under a sampled span also gets a span task.execute (attribute
+// task.type) and its duration an exemplar; tr may be nil.
+func Instrument(x Executor, m *metrics.Tasks, tr *tracing.Tracing) Executor {
+	return instrument(x, m, tr)
+}
 
-func instrument(x Executor, m *metrics.Tasks) *instrumented {
+func instrument(x Executor, m *metrics.Tasks, tr *tracing.Tracing) *instrumented {
 	t := metrics.TaskType(x.Type())
 	return &instrumented{
+		tr:        tr,
+		typ:       attribute.String("task.type", x.Type()),
 		next:      x,
 		succeeded: m.Total.WithLabelValues(t, "succeeded"),
 		failed:    m.Total.WithLabelValues(t, "failed"),
@@ -55,11 +67,13 @@ func (in *instrumented) Type() string { return in.next.Type() }
 // panic passing through is recorded as failed.
 func (in *instrumented) Execute(ctx context.Context, input json.RawMessage) (json.RawMessage, error) {
 	start := metrics.Now()
+	ctx, span := in.tr.Start(ctx, "task.execute", trace.SpanKindInternal)
 	returned := false
 	defer func() {
 		if !returned {
 			in.failed.Inc()
 			in.duration.Observe(metrics.Since(start))
+			span.End(errPanicked)
 		}
 	}()
 	res, err := in.next.Execute(ctx, input)
@@ -76,9 +90,18 @@ func (in *instrumented) Execute(ctx context.Context, input json.RawMessage) (jso
 		}
 		in.failed.Inc()
 	}
-	in.duration.Observe(metrics.Since(start))
+	if !span.Recording() {
+		in.duration.Observe(metrics.Since(start))
+		return res, err
+	}
+	tracing.Observe(ctx, in.duration, metrics.Since(start))
+	span.SetAttributes(in.typ)
+	span.End(err)
 	return res, err
 }
+
+// errPanicked marks the span of an execution that panicked.
+var errPanicked = errors.New("executor panicked")
 
 // refuse records a task of this type refused before execution, for reason
 // reasonBusy or reasonTooLarge.

@@ -27,7 +27,7 @@ func TestInstrumentRecordsOutcomes(t *testing.T) {
 			return nil, ctx.Err()
 		}
 		return json.RawMessage(`{"ok":true}`), nil
-	}}, tm.m)
+	}}, tm.m, nil)
 	if x.Type() != TypeEmbed {
 		t.Fatalf("Type() = %q", x.Type())
 	}
@@ -79,7 +79,7 @@ func TestInstrumentRecordsOutcomes(t *testing.T) {
 	// A type outside the closed set is recorded as unknown.
 	other := Instrument(testExecutor{typ: "test.other", run: func(context.Context, json.RawMessage) (json.RawMessage, error) {
 		return json.RawMessage(`{}`), nil
-	}}, tm.m)
+	}}, tm.m, nil)
 	if _, err := other.Execute(context.Background(), json.RawMessage(`{}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ var errPanicTest = errors.New("panic please")
 // counted both as failed and as refused too_large.
 func TestInstrumentResultOverLimit(t *testing.T) {
 	tm := newTaskMetrics()
-	x := Instrument(guarded{next: ChunkExecutor{}, log: discard()}, tm.m)
+	x := Instrument(guarded{next: ChunkExecutor{}, log: discard()}, tm.m, nil)
 	res, err := x.Execute(withLimit(context.Background(), 10), chunkInput)
 	if res != nil || !errors.Is(err, ErrTooLarge) || failureCode(context.Background(), err) != CodeTooLarge {
 		t.Fatalf("over the limit: %s, %v", res, err)

@@ -155,6 +155,9 @@ type Record struct {
 	Error    string          `json:"error,omitempty"`
 	// Code classifies a failure; one of the Code constants.
 	Code string `json:"code,omitempty"`
+	// TraceID is the id of the trace that followed the task, when it was
+	// sampled (DESIGN.md section 10).
+	TraceID string `json:"trace_id,omitempty"`
 }
 
 // decodeInput decodes a JSON object into v, rejecting unknown fields and

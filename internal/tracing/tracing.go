@@ -201,6 +201,17 @@ func (t *Tracing) StartRoot(ctx context.Context, name string, kind trace.SpanKin
 	return ctx, Span{s: s}
 }
 
+// Carry returns dst with the span of src as its current span when that span
+// is sampled, else dst: work that outlives a request (a task running in the
+// background) keeps the request's trace.
+func Carry(dst, src context.Context) context.Context {
+	sp := trace.SpanFromContext(src)
+	if !sp.SpanContext().IsSampled() {
+		return dst
+	}
+	return trace.ContextWithSpan(dst, sp)
+}
+
 // TraceID returns the id of the sampled trace in ctx, or "".
 func TraceID(ctx context.Context) string {
 	sc := trace.SpanContextFromContext(ctx)
