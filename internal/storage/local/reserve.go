@@ -3,6 +3,7 @@ package local
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,8 +24,8 @@ func StatfsFree(path string) (int64, error) {
 // store's filesystem. The free space is measured with statfs at most once
 // per interval; between two measurements every admitted write is
 // subtracted from the last one, so a burst of writes cannot overrun the
-// reserve while the cached figure is stale, and the hot path is a mutex and
-// two comparisons.
+// reserve while the cached figure is stale. The hot path is a clock read,
+// an atomic load and a compare-and-swap; only a refresh takes the mutex.
 type reserve struct {
 	min      int64
 	interval time.Duration
@@ -33,11 +34,10 @@ type reserve struct {
 	now      func() time.Time
 	log      *rateLog
 
-	mu      sync.Mutex
-	avail   int64 // bytes free at the last statfs minus bytes admitted since
-	checked time.Time
-	valid   bool
-	refused bool // the last decision was a refusal
+	avail   atomic.Int64 // bytes free at the last statfs minus bytes admitted since
+	checked atomic.Int64 // UnixNano of the last successful statfs; 0: none
+	refused atomic.Bool  // the last decision was a refusal
+	mu      sync.Mutex   // serialises refreshes
 }
 
 // admit reports nil when n more bytes may be written, or an error wrapping
@@ -48,31 +48,47 @@ func (r *reserve) admit(n int64) error {
 	if r.min <= 0 {
 		return nil
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	now := r.now()
-	if !r.valid || now.Sub(r.checked) >= r.interval {
-		free, err := r.free(r.path)
-		if err != nil {
-			r.valid = false
-			r.log.Warn("statfs", "local store: cannot measure free space; write admitted", "path", r.path, "err", err)
+	now := r.now().UnixNano()
+	if c := r.checked.Load(); c == 0 || now-c >= int64(r.interval) {
+		if !r.refresh(now) {
 			return nil
 		}
-		r.avail, r.checked, r.valid = free, now, true
 	}
-	if r.avail-n < r.min {
-		r.refused = true
-		return fmt.Errorf("local put: %w: %d bytes free on the filesystem of %s, %d needed above the reserve of %d (storage.local.min_free_bytes)",
-			storage.ErrInsufficientStorage, max(r.avail, 0), r.path, n, r.min)
+	for {
+		a := r.avail.Load()
+		if a-n < r.min {
+			r.refused.Store(true)
+			return fmt.Errorf("local put: %w: %d bytes free on the filesystem of %s, %d needed above the reserve of %d (storage.local.min_free_bytes)",
+				storage.ErrInsufficientStorage, max(a, 0), r.path, n, r.min)
+		}
+		if r.avail.CompareAndSwap(a, a-n) {
+			break
+		}
 	}
-	r.refused = false
-	r.avail -= n
+	if r.refused.Load() {
+		r.refused.Store(false)
+	}
 	return nil
 }
 
-// low reports whether the last write was refused.
-func (r *reserve) low() bool {
+// refresh measures the free space unless another writer just did; it
+// reports false when the measurement failed.
+func (r *reserve) refresh(now int64) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.refused
+	if c := r.checked.Load(); c != 0 && now-c < int64(r.interval) {
+		return true // refreshed while this writer waited
+	}
+	free, err := r.free(r.path)
+	if err != nil {
+		r.checked.Store(0)
+		r.log.Warn("statfs", "local store: cannot measure free space; write admitted", "path", r.path, "err", err)
+		return false
+	}
+	r.avail.Store(free)
+	r.checked.Store(now)
+	return true
 }
+
+// low reports whether the last write was refused.
+func (r *reserve) low() bool { return r.refused.Load() }
