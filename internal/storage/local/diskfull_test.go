@@ -67,6 +67,7 @@ func openReserve(t *testing.T, d *fakeDisk, minFree int64, log *slog.Logger) *lo
 		FreeBytes:         d.FreeBytes,
 		FreeCheckInterval: time.Second,
 		Now:               d.Now,
+		BallastBytes:      -1, // the fake disk does not see a ballast file
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -348,4 +349,112 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// fillFS writes a filler file into dir until the filesystem is full.
+func fillFS(t *testing.T, dir string) string {
+	t.Helper()
+	name := filepath.Join(dir, "filler")
+	f, err := os.Create(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	_ = f.Close()
+	return name
+}
+
+// TestBallastSavesPebble: another process fills the disk while the store's
+// free-space figure is stale, so writes reach Pebble with no room left.
+// Pebble meets ENOSPC, the store frees its ballast, Pebble's retry succeeds
+// (no fatal error, no read-only store), the next put is refused, and once
+// the space is back puts are admitted and the ballast is held again.
+// Without the ballast this ends the process: a failed WAL rotation makes
+// Pebble unlock a mutex twice, a Go runtime fatal error no recover catches.
+func TestBallastSavesPebble(t *testing.T) {
+	dir := mountTmpfs(t, "16m")
+	ctx := context.Background()
+	d := newFakeDisk(0) // only its clock
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	path := filepath.Join(dir, "store")
+	s, err := local.Open(path, local.Options{
+		Logger:            slog.New(slog.NewJSONHandler(&lockedWriter{w: &logs, mu: &logMu}, nil)),
+		MemTableBytes:     1 << 20,
+		MinFreeBytes:      4 << 20,
+		FreeCheckInterval: time.Hour,
+		Now:               d.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ballast := filepath.Join(path, local.BallastName)
+	if fi, err := os.Stat(ballast); err != nil || fi.Size() != 2<<20 {
+		t.Fatalf("ballast after Open: %v, %v; want 2 MiB", fi, err)
+	}
+	if err := s.Put(ctx, "first", []byte("v"), storage.Strong); err != nil {
+		t.Fatal(err) // measures the disk: the figure is now stale for an hour
+	}
+	filler := fillFS(t, dir)
+	val := bytes.Repeat([]byte("z"), 16<<10)
+	acked := 0
+	var refusal error
+	for i := 0; i < 400; i++ {
+		c := storage.Strong
+		if i%2 == 1 {
+			c = storage.Eventual
+		}
+		if err := s.Put(ctx, fmt.Sprintf("k%04d", i), val, c); err != nil {
+			refusal = err
+			break
+		}
+		acked++
+	}
+	t.Logf("%d puts of 16 KiB after the disk filled, then: %v", acked, refusal)
+	if !errors.Is(refusal, storage.ErrInsufficientStorage) || !strings.Contains(refusal.Error(), "min_free_bytes") {
+		t.Fatalf("refusal = %v, want the reserve's refusal (not a read-only store)", refusal)
+	}
+	if _, err := os.Stat(ballast); !os.IsNotExist(err) {
+		t.Fatalf("ballast still there after ENOSPC: %v", err)
+	}
+	logMu.Lock()
+	freed := strings.Count(logs.String(), "ballast file removed")
+	logMu.Unlock()
+	if freed != 1 {
+		t.Errorf("%d 'ballast file removed' lines, want 1", freed)
+	}
+	if _, err := s.Get(ctx, "first", storage.Strong); err != nil {
+		t.Fatal(err)
+	}
+	// Space returns: the next measurement admits puts and takes the
+	// ballast again.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	d.Advance(time.Hour)
+	if err := s.Put(ctx, "after", val, storage.Strong); err != nil {
+		t.Fatalf("put after space returned: %v", err)
+	}
+	if fi, err := os.Stat(ballast); err != nil || fi.Size() != 2<<20 {
+		t.Fatalf("ballast after space returned: %v, %v", fi, err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	s, err = local.Open(path, local.Options{MinFreeBytes: 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := 0; i < acked; i++ {
+		if v, err := s.Get(ctx, fmt.Sprintf("k%04d", i), storage.Strong); err != nil || !bytes.Equal(v, val) {
+			t.Fatalf("k%04d after reopen: %d bytes, %v", i, len(v), err)
+		}
+	}
 }

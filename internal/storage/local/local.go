@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,11 @@ type Options struct {
 	// always admitted, and Pebble's flushes and compactions (which turn
 	// deletes into free space) run in the reserve. 0 disables the check.
 	MinFreeBytes int64
+	// BallastBytes is the size of the ballast file (BallastName) kept in
+	// the store directory as part of the reserve and deleted when Pebble
+	// meets a full disk anyway; 0 means half of MinFreeBytes, at most
+	// 32 MiB; negative means none. There is none when MinFreeBytes is 0.
+	BallastBytes int64
 	// FreeBytes measures the bytes available on the filesystem of a path;
 	// nil means StatfsFree. Tests inject a fake.
 	FreeBytes func(path string) (int64, error)
@@ -63,6 +69,13 @@ const (
 	DefaultCloseTimeout      = 5 * time.Second
 	DefaultLogInterval       = 10 * time.Second
 )
+
+// BallastName is the file in the store directory that holds half the
+// free-space reserve (at most maxBallastBytes), freed when Pebble meets a
+// full disk anyway; see reserve.
+const BallastName = "BALLAST"
+
+const maxBallastBytes = 32 << 20
 
 // reclaimPause lets a burst of deletes land before the store compacts.
 const reclaimPause = 200 * time.Millisecond
@@ -123,10 +136,29 @@ func Open(path string, opts Options) (*Store, error) {
 		opts.Now = time.Now
 	}
 	rl := newRateLog(opts.Logger, opts.LogInterval, opts.Now)
+	res := &reserve{min: opts.MinFreeBytes, interval: opts.FreeCheckInterval, path: path,
+		free: opts.FreeBytes, now: opts.Now, log: rl}
+	if opts.BallastBytes == 0 {
+		opts.BallastBytes = min(opts.MinFreeBytes/2, maxBallastBytes)
+	}
+	if opts.MinFreeBytes > 0 && opts.BallastBytes > 0 {
+		res.ballast = filepath.Join(path, BallastName)
+		res.ballastSize = opts.BallastBytes
+		if fi, err := os.Stat(res.ballast); err == nil && fi.Size() == res.ballastSize {
+			res.hasBallast.Store(true) // kept from the last run
+		} else if free, err := opts.FreeBytes(path); err == nil && free >= opts.MinFreeBytes {
+			if err := res.makeBallast(); err != nil {
+				rl.Warn("ballast", "local store: cannot create the ballast file", "path", res.ballast, "err", err)
+			}
+		} else {
+			_ = os.Remove(res.ballast) // created by the first refresh with room
+		}
+	}
 	po := &pebble.Options{
 		Logger:             pebbleLogger{l: opts.Logger, rl: rl},
 		MemTableSize:       opts.MemTableBytes,
 		FormatMajorVersion: pebble.FormatNewest,
+		FS:                 vfs.OnDiskFull(vfs.Default, res.onDiskFull),
 		EventListener: &pebble.EventListener{
 			// Pebble retries a failed flush or compaction at once and
 			// reports every attempt here: on a full disk that is a
@@ -148,10 +180,9 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		db:   db,
-		path: path,
-		res: &reserve{min: opts.MinFreeBytes, interval: opts.FreeCheckInterval, path: path,
-			free: opts.FreeBytes, now: opts.Now, log: rl},
+		db:           db,
+		path:         path,
+		res:          res,
 		log:          rl,
 		closeTimeout: opts.CloseTimeout,
 		reclaim:      make(chan struct{}, 1),
@@ -168,11 +199,7 @@ func Open(path string, opts Options) (*Store, error) {
 func openPebble(path string, po *pebble.Options) (db *pebble.DB, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			fe, ok := r.(fatalError)
-			if !ok {
-				panic(r)
-			}
-			db, err = nil, fe.err()
+			db, err = nil, asFatal(r).err()
 		}
 	}()
 	return pebble.Open(path, po)
@@ -255,8 +282,9 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, c storage.Con
 }
 
 // write runs one Pebble write. Pebble treats a failed write to its log as
-// fatal (Logger.Fatalf, which panics with a fatalError, see pebbleLogger):
-// the panic is recovered here into an error, and since Pebble's commit
+// fatal (it panics with the error, or calls Logger.Fatalf, which panics
+// with a fatalError, see pebbleLogger): the panic is recovered here into
+// an error, and since Pebble's commit
 // pipeline cannot be used after it, the store refuses every later write
 // with the same error until it is reopened. Reads go on.
 func (s *Store) write(op string, f func() error) (err error) {
@@ -265,11 +293,7 @@ func (s *Store) write(op string, f func() error) (err error) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			fe, ok := r.(fatalError)
-			if !ok {
-				panic(r)
-			}
-			err = s.fail(op, fe)
+			err = s.fail(op, asFatal(r))
 		}
 	}()
 	if err := f(); err != nil {
@@ -342,11 +366,7 @@ func (s *Store) reclaimLoop(ctx context.Context) {
 func (s *Store) compactAll(ctx context.Context) {
 	defer func() {
 		if r := recover(); r != nil {
-			fe, ok := r.(fatalError)
-			if !ok {
-				panic(r)
-			}
-			_ = s.fail("compact", fe)
+			_ = s.fail("compact", asFatal(r))
 		}
 	}()
 	if s.failed.Load() != nil {
@@ -509,11 +529,7 @@ func (s *Store) close() (err error) {
 	<-s.bgDone
 	defer func() {
 		if r := recover(); r != nil {
-			fe, ok := r.(fatalError)
-			if !ok {
-				panic(r)
-			}
-			err = errors.Join(err, fmt.Errorf("local close: %w", fe.err()))
+			err = errors.Join(err, fmt.Errorf("local close: %w", asFatal(r).err()))
 		}
 	}()
 	var errs []error
@@ -582,6 +598,20 @@ func (fe fatalError) err() error {
 		return fmt.Errorf("%w: pebble: %s", storage.ErrInsufficientStorage, fe.msg)
 	}
 	return fmt.Errorf("%w: pebble: %s", storage.ErrUnavailable, fe.msg)
+}
+
+// asFatal converts what a Pebble call panicked with into a fatalError:
+// Pebble's Fatalf (see pebbleLogger) panics with one, and Pebble itself
+// panics with the error of a write to its log that failed at once (db.go,
+// commitWrite). Any other panic is a bug and goes on panicking.
+func asFatal(r any) fatalError {
+	switch v := r.(type) {
+	case fatalError:
+		return v
+	case error:
+		return fatalError{msg: v.Error(), noSpace: vfs.IsNoSpaceError(v)}
+	}
+	panic(r)
 }
 
 // Fatalf is called by Pebble on errors it cannot continue from (a failed

@@ -2,10 +2,13 @@ package local
 
 import (
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 )
@@ -34,7 +37,17 @@ type reserve struct {
 	now      func() time.Time
 	log      *rateLog
 
-	avail   atomic.Int64 // bytes free at the last statfs minus bytes admitted since
+	// ballast is a file of ballastSize bytes, part of the reserve, that the
+	// store deletes when Pebble meets ENOSPC anyway (another process
+	// filled the disk between two measurements): Pebble retries the
+	// failed file operation once, in the space the ballast leaves, instead
+	// of failing a write to its log or MANIFEST, which it cannot survive.
+	// Empty ballast: none.
+	ballast     string
+	ballastSize int64
+	hasBallast  atomic.Bool
+
+	avail   atomic.Int64 // bytes free at the last statfs (ballast included) minus bytes admitted since
 	checked atomic.Int64 // UnixNano of the last successful statfs; 0: none
 	refused atomic.Bool  // the last decision was a refusal
 	mu      sync.Mutex   // serialises refreshes
@@ -85,9 +98,63 @@ func (r *reserve) refresh(now int64) bool {
 		r.log.Warn("statfs", "local store: cannot measure free space; write admitted", "path", r.path, "err", err)
 		return false
 	}
+	if r.ballast != "" && !r.hasBallast.Load() && free >= r.min {
+		// Space is back: hold the ballast again; what is left free is
+		// still at least the rest of the reserve.
+		if err := r.makeBallast(); err != nil {
+			r.log.Warn("ballast", "local store: cannot create the ballast file", "path", r.ballast, "err", err)
+		} else {
+			free -= r.ballastSize
+		}
+	}
+	if r.hasBallast.Load() {
+		free += r.ballastSize
+	}
 	r.avail.Store(free)
 	r.checked.Store(now)
 	return true
+}
+
+// makeBallast allocates the ballast file (fallocate, so the blocks are
+// really taken, not a sparse file).
+func (r *reserve) makeBallast() error {
+	if fi, err := os.Stat(r.ballast); err == nil && fi.Size() == r.ballastSize {
+		r.hasBallast.Store(true)
+		return nil
+	}
+	_ = os.Remove(r.ballast)
+	f, err := os.OpenFile(r.ballast, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = unix.Fallocate(int(f.Fd()), 0, 0, r.ballastSize)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(r.ballast)
+		return err
+	}
+	r.hasBallast.Store(true)
+	return nil
+}
+
+// onDiskFull is Pebble's disk-full callback (vfs.OnDiskFull): it frees the
+// ballast, so that the operation Pebble retries has room, and makes the
+// next write measure the disk again (it is refused until space returns).
+func (r *reserve) onDiskFull() {
+	if !r.hasBallast.Load() {
+		r.log.Error("diskfull", "local store: the disk is full and there is no ballast left to free")
+		return
+	}
+	err := os.Remove(r.ballast)
+	r.hasBallast.Store(false)
+	r.checked.Store(0)
+	r.log.Error("diskfull", "local store: the disk is full; ballast file removed so the store can finish its writes; puts are refused until space returns",
+		"path", r.ballast, "bytes", r.ballastSize, "err", err)
 }
 
 // low reports whether the last write was refused.
