@@ -2,9 +2,11 @@ package main_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -67,9 +69,16 @@ func (c *kvClient) do(method, key, consistency string, body []byte) (int, []byte
 	return resp.StatusCode, b, resp.Header
 }
 
-// fillValue is the value of key i: 64 KiB, distinct per key.
+// fillValue is the value of key i: 64 KiB of pseudo-random bytes, distinct
+// per key and incompressible, so Pebble's compression does not shrink what
+// an attacker writes.
 func fillValue(i int) []byte {
-	return append([]byte(fmt.Sprintf("%08d", i)), bytes.Repeat([]byte{'v'}, 64<<10-8)...)
+	r := rand.New(rand.NewPCG(uint64(i), 0x5eed))
+	b := make([]byte, 64<<10)
+	for j := 0; j < len(b); j += 8 {
+		binary.LittleEndian.PutUint64(b[j:], r.Uint64())
+	}
+	return b
 }
 
 // fill PUTs 64 KiB values, alternating Strong and Eventual writes, until
@@ -158,8 +167,8 @@ func checkAcked(t *testing.T, dataDir string, args []string, want, gone []int) *
 }
 
 // TestE2EDiskFullReserve runs the built binary with its data dir on a
-// 32 MiB tmpfs that also holds an 8 MiB filler file, and a reserve of
-// 4 MiB. PUTs through the API fill it until one is refused: the refusal is
+// 64 MiB tmpfs that also holds an 8 MiB filler file, and a reserve of
+// 16 MiB (8 MiB of it a ballast file). PUTs through the API fill it until one is refused: the refusal is
 // a 507 JSON error, counted in storage_operation_errors_total, logged once;
 // reads go on. Deleting keys makes room again (the store compacts in the
 // reserve), as does removing the filler. SIGTERM stops the node within the
@@ -167,13 +176,13 @@ func checkAcked(t *testing.T, dataDir string, args []string, want, gone []int) *
 // acknowledged key, Eventual writes included.
 func TestE2EDiskFullReserve(t *testing.T) {
 	testenv.SkipIfShort(t, "starts the binary")
-	mnt := mountTmpfs(t, "32m")
+	mnt := mountTmpfs(t, "64m")
 	filler := filepath.Join(mnt, "filler")
 	if err := os.WriteFile(filler, bytes.Repeat([]byte{0xaa}, 8<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	dataDir := filepath.Join(mnt, "data")
-	args := []string{"--storage.local.min_free_bytes=4194304"}
+	args := []string{"--storage.local.min_free_bytes=16777216"}
 	n := testenv.StartNode(t, testenv.NodeOptions{DataDir: dataDir, Args: args})
 	c := &kvClient{t: t, base: "http://" + n.APIAddr, http: &http.Client{Timeout: 10 * time.Second}}
 	errsBefore := putErrors(t, n.MetricsURL)
@@ -184,8 +193,12 @@ func TestE2EDiskFullReserve(t *testing.T) {
 	if len(acked) < 10 {
 		t.Fatalf("only %d PUTs before the refusal", len(acked))
 	}
-	if free := statfsFree(t, mnt); free < 4<<20 {
-		t.Errorf("%d bytes free at the refusal, under the 4 MiB reserve", free)
+	// The reserve is 16 MiB, half of it held in a ballast file: the node
+	// refused before Pebble ever met ENOSPC (which would free the ballast).
+	free := statfsFree(t, mnt)
+	t.Logf("at the refusal: %d bytes free besides the 8 MiB ballast", free)
+	if fi, err := os.Stat(filepath.Join(dataDir, "store", "BALLAST")); err != nil || fi.Size() != 8<<20 || n.HasLog("ballast file removed") {
+		t.Errorf("ballast at the refusal: %v, %v; want 8 MiB, never removed", fi, err)
 	}
 	for range 4 {
 		code, body, hdr = c.do(http.MethodPut, "refused", "eventual", fillValue(0))
