@@ -331,3 +331,72 @@ func TestE2EDiskFullNoReserve(t *testing.T) {
 	}
 	n2.Stop()
 }
+
+// TestE2EDiskFilledByAnotherProcess: while the node writes, another
+// process takes every free byte of its filesystem. Puts get 507 (never a
+// crash, even when Pebble's own flushes meet ENOSPC: the ballast is freed
+// for them), reads go on, and once the other process's file is removed
+// puts are accepted again; SIGTERM exits 0 and a restart answers every
+// acknowledged key.
+func TestE2EDiskFilledByAnotherProcess(t *testing.T) {
+	testenv.SkipIfShort(t, "starts the binary")
+	mnt := mountTmpfs(t, "64m")
+	dataDir := filepath.Join(mnt, "data")
+	args := []string{"--storage.local.min_free_bytes=16777216"}
+	n := testenv.StartNode(t, testenv.NodeOptions{DataDir: dataDir, Args: args})
+	c := &kvClient{t: t, base: "http://" + n.APIAddr, http: &http.Client{Timeout: 10 * time.Second}}
+	var acked []int
+	for i := 0; i < 100; i++ {
+		if code, body, _ := c.do(http.MethodPut, fmt.Sprintf("k%05d", i), []string{"strong", "eventual"}[i%2], fillValue(i)); code/100 != 2 {
+			t.Fatalf("PUT %d before the disk filled: %d %s", i, code, body)
+		}
+		acked = append(acked, i)
+	}
+	// Another process takes every free byte.
+	filler := filepath.Join(mnt, "other-process")
+	f, err := os.Create(filler)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			break
+		}
+	}
+	_ = f.Close()
+	t.Logf("filler holds %d MiB; %d bytes left free", fileSize(t, filler)>>20, statfsFree(t, mnt))
+
+	more, code, body, hdr := fill(c, 1000)
+	t.Logf("%d more PUTs acknowledged after the disk filled, then %d", len(more), code)
+	assert507(t, code, body, hdr)
+	acked = append(acked, more...)
+	if code, got, _ := c.do(http.MethodGet, "k00000", "", nil); code != http.StatusOK || !bytes.Equal(got, fillValue(0)) {
+		t.Fatalf("GET on a full disk: %d, %d bytes", code, len(got))
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() error {
+		if code, body, _ := c.do(http.MethodPut, "k02000", "strong", fillValue(2000)); code/100 != 2 {
+			return fmt.Errorf("PUT after the filler went: %d %s", code, body)
+		}
+		return nil
+	})
+	acked = append(acked, 2000)
+	exit, took := stopWithin(t, n)
+	t.Logf("SIGTERM: exit %d after %s (ballast freed: %v)", exit, took.Round(time.Millisecond), n.HasLog("ballast file removed"))
+	if exit != 0 {
+		t.Fatalf("exit %d, want 0", exit)
+	}
+	checkAcked(t, dataDir, args, acked, nil).Stop()
+}
+
+func fileSize(t *testing.T, name string) int64 {
+	t.Helper()
+	fi, err := os.Stat(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Size()
+}
