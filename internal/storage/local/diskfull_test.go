@@ -458,3 +458,51 @@ func TestBallastSavesPebble(t *testing.T) {
 		}
 	}
 }
+
+// TestBallastLifecycle: Open allocates the ballast (half the reserve),
+// keeps it across a reopen, and removes it when the reserve is disabled;
+// Pebble ignores the file.
+func TestBallastLifecycle(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store")
+	ballast := filepath.Join(path, local.BallastName)
+	open := func(minFree int64) *local.Store {
+		t.Helper()
+		s, err := local.Open(path, local.Options{MinFreeBytes: minFree})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	size := func() int64 {
+		fi, err := os.Stat(ballast)
+		if err != nil {
+			return -1
+		}
+		return fi.Size()
+	}
+	s := open(6 << 20)
+	if got := size(); got != 3<<20 {
+		t.Fatalf("ballast %d bytes, want %d", got, 3<<20)
+	}
+	if err := s.Put(context.Background(), "k", []byte("v"), storage.Strong); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(256 << 20) // half would be 128 MiB: capped at 32 MiB
+	if got := size(); got != 32<<20 {
+		t.Fatalf("ballast %d bytes, want 32 MiB", got)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(0)
+	defer s.Close()
+	if got := size(); got != -1 {
+		t.Fatalf("ballast of %d bytes left with the reserve disabled", got)
+	}
+	if v, err := s.Get(context.Background(), "k", storage.Strong); err != nil || string(v) != "v" {
+		t.Fatalf("Get after reopens: %q, %v", v, err)
+	}
+}

@@ -38,7 +38,9 @@ type Options struct {
 	// than this many bytes available on the store's filesystem is refused
 	// with an error wrapping storage.ErrInsufficientStorage. Deletes are
 	// always admitted, and Pebble's flushes and compactions (which turn
-	// deletes into free space) run in the reserve. 0 disables the check.
+	// deletes into free space) run in the reserve, half of which (at
+	// most 32 MiB, see BallastBytes) is held in a ballast file. 0
+	// disables the check and the ballast.
 	MinFreeBytes int64
 	// BallastBytes is the size of the ballast file (BallastName) kept in
 	// the store directory as part of the reserve and deleted when Pebble
@@ -144,15 +146,6 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.MinFreeBytes > 0 && opts.BallastBytes > 0 {
 		res.ballast = filepath.Join(path, BallastName)
 		res.ballastSize = opts.BallastBytes
-		if fi, err := os.Stat(res.ballast); err == nil && fi.Size() == res.ballastSize {
-			res.hasBallast.Store(true) // kept from the last run
-		} else if free, err := opts.FreeBytes(path); err == nil && free >= opts.MinFreeBytes {
-			if err := res.makeBallast(); err != nil {
-				rl.Warn("ballast", "local store: cannot create the ballast file", "path", res.ballast, "err", err)
-			}
-		} else {
-			_ = os.Remove(res.ballast) // created by the first refresh with room
-		}
 	}
 	po := &pebble.Options{
 		Logger:             pebbleLogger{l: opts.Logger, rl: rl},
@@ -178,6 +171,8 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local store: open %s: %w", path, err)
 	}
+	// The ballast is touched only once Pebble holds the directory's lock.
+	res.openBallast(path, opts.MinFreeBytes)
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
 		db:           db,

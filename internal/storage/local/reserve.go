@@ -3,6 +3,7 @@ package local
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -113,6 +114,27 @@ func (r *reserve) refresh(now int64) bool {
 	r.avail.Store(free)
 	r.checked.Store(now)
 	return true
+}
+
+// openBallast takes over the ballast at Open: one of the right size left by
+// the last run is kept; otherwise it is allocated when there is room (or
+// later, by the first measurement with room). A ballast left over while
+// none is configured is removed.
+func (r *reserve) openBallast(dir string, minFree int64) {
+	if r.ballast == "" {
+		_ = os.Remove(filepath.Join(dir, BallastName))
+		return
+	}
+	if fi, err := os.Stat(r.ballast); err == nil && fi.Size() == r.ballastSize {
+		r.hasBallast.Store(true)
+		return
+	}
+	_ = os.Remove(r.ballast)
+	if free, err := r.free(dir); err == nil && free >= minFree {
+		if err := r.makeBallast(); err != nil {
+			r.log.Warn("ballast", "local store: cannot create the ballast file", "path", r.ballast, "err", err)
+		}
+	}
 }
 
 // makeBallast allocates the ballast file (fallocate, so the blocks are
