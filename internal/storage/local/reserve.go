@@ -168,6 +168,10 @@ func (r *reserve) makeBallast() error {
 // ballast, so that the operation Pebble retries has room, and makes the
 // next write measure the disk again (it is refused until space returns).
 func (r *reserve) onDiskFull() {
+	// Serialised with refresh, which may be allocating the ballast; refresh
+	// never waits on Pebble, so holding the mutex here cannot deadlock.
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	if !r.hasBallast.Load() {
 		r.log.Error("diskfull", "local store: the disk is full and there is no ballast left to free")
 		return
