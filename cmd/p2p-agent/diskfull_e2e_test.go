@@ -242,6 +242,9 @@ func TestE2EDiskFullReserve(t *testing.T) {
 	more, code, body, hdr := fill(c, 10000)
 	assert507(t, code, body, hdr)
 	t.Logf("second fill: %d more PUTs acknowledged", len(more))
+	if len(more) == 0 {
+		t.Errorf("deleting %d keys of 64 KiB made room for no put", len(deleted))
+	}
 
 	// Removing the filler makes room too.
 	if err := os.Remove(filler); err != nil {

@@ -79,8 +79,12 @@ const BallastName = "BALLAST"
 
 const maxBallastBytes = 32 << 20
 
-// reclaimPause lets a burst of deletes land before the store compacts.
-const reclaimPause = 200 * time.Millisecond
+// reclaimPause lets a burst of deletes land before the store compacts;
+// reclaimSpacing is the least time between two such compactions.
+const (
+	reclaimPause   = 200 * time.Millisecond
+	reclaimSpacing = 5 * time.Second
+)
 
 // Store is a storage.Store backed by Pebble. It is safe for concurrent use.
 // Strong, ReadYourWrites and Causal writes are synced to the write-ahead log
@@ -339,8 +343,8 @@ func (s *Store) Delete(ctx context.Context, key string, c storage.Consistency) e
 }
 
 // reclaimLoop flushes and compacts the whole key space when asked (a
-// delete while writes are refused), at most once per reclaimPause, until
-// ctx is done. The flush and compaction run in the reserve.
+// delete while writes are refused), reclaimPause after the request and at
+// most once per reclaimSpacing, until ctx is done. The flush and compaction run in the reserve.
 func (s *Store) reclaimLoop(ctx context.Context) {
 	defer close(s.bgDone)
 	for {
@@ -355,6 +359,13 @@ func (s *Store) reclaimLoop(ctx context.Context) {
 		case <-time.After(reclaimPause):
 		}
 		s.compactAll(ctx)
+		// A compaction of the whole key space rewrites a lot: deletes
+		// arriving meanwhile wait for the next one.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(reclaimSpacing):
+		}
 	}
 }
 
