@@ -97,7 +97,7 @@ var keyTable = []keyDef{
 		desc:  "Directory of the local store; empty means <data_dir>/store.",
 		field: func(c *Config) any { return &c.Storage.Local.Path }},
 	{key: "storage.local.min_free_bytes", def: "67108864",
-		desc:  "Free-space reserve of the local store, in bytes: a put that would leave less free on its filesystem is refused with 507 (deletes are still accepted); 0 disables the check.",
+		desc:  "Free-space reserve of the local store, in bytes: a put that would leave less free on its filesystem is refused with 507 (deletes are still accepted); half of it, at most 32 MiB, is held in the ballast file <store>/BALLAST, freed if the disk fills anyway; 0 disables both.",
 		field: func(c *Config) any { return &c.Storage.Local.MinFreeBytes }},
 	{key: "storage.redis.addrs", def: "127.0.0.1:6379",
 		desc:  "Redis host:port addresses; more than one means Redis Cluster.",
