@@ -108,6 +108,11 @@ func runNode(ctx context.Context, cfg *config.Config, log *slog.Logger) error {
 	go func() { done <- n.Shutdown(context.Background()) }()
 	select {
 	case err := <-done:
+		if errors.Is(err, node.ErrStoreClose) {
+			// Writes answered 2xx may be missing: never a clean exit.
+			log.Error("shutdown failed", "err", err)
+			return errors.Join(runErr, err)
+		}
 		if err != nil && !errors.Is(err, context.Canceled) {
 			log.Warn("shutdown finished with errors", "err", err)
 		}

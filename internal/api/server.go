@@ -433,7 +433,9 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 // fail answers err with the status code of its class.
 func (s *Server) fail(w http.ResponseWriter, err error) {
 	code := StatusCode(err, s.cfg.Classify)
-	if code >= 500 {
+	// 507 is not logged per request: a full disk refuses every write, and
+	// the store logs that once per interval.
+	if code >= 500 && code != http.StatusInsufficientStorage {
 		s.log.Warn("api request failed", "status", code, "err", err)
 	}
 	writeError(w, code, err.Error())

@@ -89,6 +89,9 @@ type StorageConfig struct {
 type LocalConfig struct {
 	// Path of the store directory; empty means <data_dir>/store (see Config.StorePath).
 	Path string `yaml:"path"`
+	// MinFreeBytes is the free-space reserve: puts that would leave less free
+	// on the store's filesystem are refused; 0 disables the check.
+	MinFreeBytes int `yaml:"min_free_bytes"`
 }
 
 // RedisConfig configures the Redis backend. URL, when set, replaces Addrs.
@@ -210,6 +213,7 @@ func Default() *Config {
 		Storage: StorageConfig{
 			Backend:       BackendLocal,
 			MaxValueBytes: 8 << 20,
+			Local:         LocalConfig{MinFreeBytes: 64 << 20},
 			Redis: RedisConfig{
 				Addrs:        []string{"127.0.0.1:6379"},
 				KeyPrefix:    "p2p-agent:",

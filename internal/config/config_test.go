@@ -82,6 +82,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"p2p.max_handlers_per_peer", c.P2P.MaxHandlersPerPeer, 64},
 		{"storage.backend", c.Storage.Backend, "local"},
 		{"storage.local.path", c.Storage.Local.Path, ""},
+		{"storage.local.min_free_bytes", c.Storage.Local.MinFreeBytes, 67108864},
 		{"storage.redis.addrs", c.Storage.Redis.Addrs, []string{"127.0.0.1:6379"}},
 		{"storage.redis.url", c.Storage.Redis.URL, ""},
 		{"storage.redis.key_prefix", c.Storage.Redis.KeyPrefix, "p2p-agent:"},

@@ -210,6 +210,7 @@ func validate(c *Config, sources map[string]string) Errors {
 
 	v.enum("storage.backend", c.Storage.Backend, BackendLocal, BackendRedis)
 	v.intRange("storage.max_value_bytes", c.Storage.MaxValueBytes, 1, maxBytesLimit)
+	v.intMin("storage.local.min_free_bytes", c.Storage.Local.MinFreeBytes, 0)
 
 	r := c.Storage.Redis
 	for _, a := range r.Addrs {

@@ -29,6 +29,12 @@ import (
 // DrainTimeout bounds how long Shutdown waits for work in flight.
 const DrainTimeout = 10 * time.Second
 
+// ErrStoreClose marks a Shutdown whose store did not close cleanly (its
+// final sync failed, or it had refused writes after a failed one):
+// acknowledged writes may be missing, so the process must not report a
+// clean stop.
+var ErrStoreClose = errors.New("store did not close cleanly")
+
 // Node is one running p2p-agent: every subsystem, built and owned here.
 type Node struct {
 	cfg     *config.Config
@@ -232,7 +238,10 @@ func (n *Node) openStore(ctx context.Context) error {
 		if err := n.dir.willCreate(cfg.StorePath()); err != nil {
 			return fmt.Errorf("opening local storage at %s: %w", cfg.StorePath(), err)
 		}
-		ls, err := local.Open(cfg.StorePath(), local.Options{Logger: n.log})
+		ls, err := local.Open(cfg.StorePath(), local.Options{
+			Logger:       n.log,
+			MinFreeBytes: int64(cfg.Storage.Local.MinFreeBytes),
+		})
 		if err != nil {
 			return fmt.Errorf("opening local storage at %s: %w", cfg.StorePath(), err)
 		}
@@ -399,7 +408,9 @@ func (n *Node) closeAll(ctx context.Context) error {
 		n.cancel()
 	}
 	if n.store != nil {
-		errs = append(errs, n.store.Close())
+		if err := n.store.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("%w: %w", ErrStoreClose, err))
+		}
 	}
 	if n.dir != nil {
 		errs = append(errs, n.dir.release(n.failed.Load()))

@@ -25,7 +25,7 @@ const (
 
 type benchFixture struct {
 	raw      *pebble.DB
-	store    storage.Store // Instrument(Validate(local)) as the node builds it
+	store    storage.Store // Instrument(Validate(local)) as the node builds it, with its reserve
 	keys     []string
 	keyBytes [][]byte
 	value    []byte
@@ -33,7 +33,7 @@ type benchFixture struct {
 
 func newBenchFixture(b *testing.B, preload bool) *benchFixture {
 	b.Helper()
-	s, err := local.Open(filepath.Join(b.TempDir(), "store"), local.Options{})
+	s, err := local.Open(filepath.Join(b.TempDir(), "store"), local.Options{MinFreeBytes: 64 << 20}) // the node's default reserve
 	if err != nil {
 		b.Fatal(err)
 	}

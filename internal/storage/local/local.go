@@ -10,10 +10,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 )
@@ -29,7 +34,57 @@ type Options struct {
 	// MemTableBytes is the size of one memtable; 0 keeps Pebble's default
 	// (4 MiB).
 	MemTableBytes uint64
+	// MinFreeBytes is the free-space reserve: a Put that would leave less
+	// than this many bytes available on the store's filesystem is refused
+	// with an error wrapping storage.ErrInsufficientStorage. Deletes are
+	// always admitted, and Pebble's flushes and compactions (which turn
+	// deletes into free space) run in the reserve, half of which (at
+	// most 32 MiB, see BallastBytes) is held in a ballast file. 0
+	// disables the check and the ballast.
+	MinFreeBytes int64
+	// BallastBytes is the size of the ballast file (BallastName) kept in
+	// the store directory as part of the reserve and deleted when Pebble
+	// meets a full disk anyway; 0 means half of MinFreeBytes, at most
+	// 32 MiB; negative means none. There is none when MinFreeBytes is 0.
+	BallastBytes int64
+	// FreeBytes measures the bytes available on the filesystem of a path;
+	// nil means StatfsFree. Tests inject a fake.
+	FreeBytes func(path string) (int64, error)
+	// FreeCheckInterval is how long one measurement of free space is
+	// trusted (writes admitted since are subtracted from it); 0 means
+	// DefaultFreeCheckInterval.
+	FreeCheckInterval time.Duration
+	// CloseTimeout bounds Close; 0 means DefaultCloseTimeout.
+	CloseTimeout time.Duration
+	// LogInterval is the least time between two identical error lines
+	// (refused writes, Pebble background errors); 0 means
+	// DefaultLogInterval.
+	LogInterval time.Duration
+	// Now is the clock of the free-space cache and the log rate limit;
+	// nil means time.Now.
+	Now func() time.Time
 }
+
+// Defaults of Options.
+const (
+	DefaultFreeCheckInterval = 100 * time.Millisecond
+	DefaultCloseTimeout      = 5 * time.Second
+	DefaultLogInterval       = 10 * time.Second
+)
+
+// BallastName is the file in the store directory that holds half the
+// free-space reserve (at most maxBallastBytes), freed when Pebble meets a
+// full disk anyway; see reserve.
+const BallastName = "BALLAST"
+
+const maxBallastBytes = 32 << 20
+
+// reclaimPause lets a burst of deletes land before the store compacts;
+// reclaimSpacing is the least time between two such compactions.
+const (
+	reclaimPause   = 200 * time.Millisecond
+	reclaimSpacing = 5 * time.Second
+)
 
 // Store is a storage.Store backed by Pebble. It is safe for concurrent use.
 // Strong, ReadYourWrites and Causal writes are synced to the write-ahead log
@@ -45,6 +100,20 @@ type Store struct {
 	db     *pebble.DB
 	closed bool
 	path   string
+
+	res          *reserve
+	log          *rateLog
+	closeTimeout time.Duration
+	// failed holds the error of a write Pebble could not complete (its
+	// commit pipeline is unusable after one): every later write returns
+	// it, reads go on.
+	failed atomic.Pointer[error]
+
+	reclaim   chan struct{} // a delete while writes are refused asks for a compaction
+	bgCancel  context.CancelFunc
+	bgDone    chan struct{}
+	closeOnce sync.Once
+	closeErr  chan error
 }
 
 var _ storage.Store = (*Store)(nil)
@@ -57,21 +126,91 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(path, 0o700); err != nil {
 		return nil, fmt.Errorf("local store: create %s: %w", path, err)
 	}
+	if opts.FreeBytes == nil {
+		opts.FreeBytes = StatfsFree
+	}
+	if opts.FreeCheckInterval <= 0 {
+		opts.FreeCheckInterval = DefaultFreeCheckInterval
+	}
+	if opts.CloseTimeout <= 0 {
+		opts.CloseTimeout = DefaultCloseTimeout
+	}
+	if opts.LogInterval <= 0 {
+		opts.LogInterval = DefaultLogInterval
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	rl := newRateLog(opts.Logger, opts.LogInterval, opts.Now)
+	res := &reserve{min: opts.MinFreeBytes, interval: opts.FreeCheckInterval, path: path,
+		free: opts.FreeBytes, now: opts.Now, log: rl}
+	if opts.BallastBytes == 0 {
+		opts.BallastBytes = min(opts.MinFreeBytes/2, maxBallastBytes)
+	}
+	if opts.MinFreeBytes > 0 && opts.BallastBytes > 0 {
+		res.ballast = filepath.Join(path, BallastName)
+		res.ballastSize = opts.BallastBytes
+	}
 	po := &pebble.Options{
-		Logger:             pebbleLogger{l: opts.Logger},
+		Logger:             pebbleLogger{l: opts.Logger, rl: rl},
 		MemTableSize:       opts.MemTableBytes,
 		FormatMajorVersion: pebble.FormatNewest,
+		FS:                 vfs.OnDiskFull(vfs.Default, res.onDiskFull),
+		EventListener: &pebble.EventListener{
+			// Pebble retries a failed flush or compaction at once and
+			// reports every attempt here: on a full disk that is a
+			// stream of identical errors, logged once per interval.
+			BackgroundError: func(err error) {
+				rl.Error("background:"+errClass(err), "local store: background flush or compaction failed; retrying",
+					"component", "pebble", "err", err)
+			},
+		},
 	}
 	if opts.CacheBytes > 0 {
 		c := pebble.NewCache(opts.CacheBytes)
 		defer c.Unref() // Pebble holds its own reference while open.
 		po.Cache = c
 	}
-	db, err := pebble.Open(path, po)
+	db, err := openPebble(path, po)
 	if err != nil {
 		return nil, fmt.Errorf("local store: open %s: %w", path, err)
 	}
-	return &Store{db: db, path: path}, nil
+	// The ballast is touched only once Pebble holds the directory's lock.
+	res.openBallast(path, opts.MinFreeBytes)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Store{
+		db:           db,
+		path:         path,
+		res:          res,
+		log:          rl,
+		closeTimeout: opts.CloseTimeout,
+		reclaim:      make(chan struct{}, 1),
+		bgCancel:     cancel,
+		bgDone:       make(chan struct{}),
+		closeErr:     make(chan error, 1),
+	}
+	go s.reclaimLoop(ctx)
+	return s, nil
+}
+
+// openPebble opens the database, turning a Fatalf during recovery (a WAL
+// replay that cannot write its flush, say) into an error.
+func openPebble(path string, po *pebble.Options) (db *pebble.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, asFatal(r).err()
+		}
+	}()
+	return pebble.Open(path, po)
+}
+
+// errClass is the rate-limit key of an error: all out-of-space errors are
+// one class whatever file they name.
+func errClass(err error) string {
+	if vfs.IsNoSpaceError(err) {
+		return "ENOSPC"
+	}
+	return err.Error()
 }
 
 // Path returns the directory of the database.
@@ -134,10 +273,49 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, c storage.Con
 	if s.closed {
 		return storage.ErrClosed
 	}
-	if err := s.db.Set(bytesOf(key), value, writeOptions(c)); err != nil {
-		return fmt.Errorf("local put: %w", err)
+	if err := s.res.admit(int64(len(key) + len(value))); err != nil {
+		s.log.Warn("refused", "local store: write refused, free space under the reserve", "err", err)
+		return err
+	}
+	return s.write("put", func() error { return s.db.Set(bytesOf(key), value, writeOptions(c)) })
+}
+
+// write runs one Pebble write. Pebble treats a failed write to its log as
+// fatal (it panics with the error, or calls Logger.Fatalf, which panics
+// with a fatalError, see pebbleLogger): the panic is recovered here into
+// an error, and since Pebble's commit
+// pipeline cannot be used after it, the store refuses every later write
+// with the same error until it is reopened. Reads go on.
+func (s *Store) write(op string, f func() error) (err error) {
+	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = s.fail(op, asFatal(r))
+		}
+	}()
+	if err := f(); err != nil {
+		if vfs.IsNoSpaceError(err) {
+			return fmt.Errorf("local %s: %w: %w", op, storage.ErrInsufficientStorage, err)
+		}
+		return fmt.Errorf("local %s: %w", op, err)
 	}
 	return nil
+}
+
+// fail records the first fatal write error and returns the error every
+// later write gets.
+func (s *Store) fail(op string, fe fatalError) error {
+	class := storage.ErrUnavailable
+	if fe.noSpace {
+		class = storage.ErrInsufficientStorage
+	}
+	err := fmt.Errorf("local %s: %w: the store could not write its log (%s) and refuses writes until the node is restarted", op, class, fe.msg)
+	if s.failed.CompareAndSwap(nil, &err) {
+		s.log.Error("fatal", "local store: write failed; the store is read-only until restart", "err", err)
+	}
+	return *s.failed.Load()
 }
 
 // Delete removes key; deleting a missing key succeeds.
@@ -150,10 +328,64 @@ func (s *Store) Delete(ctx context.Context, key string, c storage.Consistency) e
 	if s.closed {
 		return storage.ErrClosed
 	}
-	if err := s.db.Delete(bytesOf(key), writeOptions(c)); err != nil {
-		return fmt.Errorf("local delete: %w", err)
+	if err := s.write("delete", func() error { return s.db.Delete(bytesOf(key), writeOptions(c)) }); err != nil {
+		return err
+	}
+	if s.res.low() {
+		// Writes are being refused: a delete only frees space once the
+		// memtable is flushed and the deleted values are compacted away.
+		select {
+		case s.reclaim <- struct{}{}:
+		default:
+		}
 	}
 	return nil
+}
+
+// reclaimLoop flushes and compacts the whole key space when asked (a
+// delete while writes are refused), reclaimPause after the request and at
+// most once per reclaimSpacing, until ctx is done. The flush and compaction run in the reserve.
+func (s *Store) reclaimLoop(ctx context.Context) {
+	defer close(s.bgDone)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.reclaim:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(reclaimPause):
+		}
+		s.compactAll(ctx)
+		// A compaction of the whole key space rewrites a lot: deletes
+		// arriving meanwhile wait for the next one.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(reclaimSpacing):
+		}
+	}
+}
+
+func (s *Store) compactAll(ctx context.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			_ = s.fail("compact", asFatal(r))
+		}
+	}()
+	if s.failed.Load() != nil {
+		return
+	}
+	if err := s.db.Flush(); err != nil {
+		s.log.Error("reclaim:"+errClass(err), "local store: flush to reclaim space failed", "err", err)
+		return
+	}
+	// Keys are UTF-8 without NUL: every key lies in [0x00, 0xff).
+	if err := s.db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil && ctx.Err() == nil {
+		s.log.Error("reclaim:"+errClass(err), "local store: compaction to reclaim space failed", "err", err)
+	}
 }
 
 // List returns every key starting with prefix, in ascending byte order,
@@ -275,20 +507,47 @@ func (s *Store) ListPage(ctx context.Context, prefix, after string, limit int, _
 	return out, next, nil
 }
 
-// Close flushes nothing extra (synced writes are already durable), waits for
-// in-flight operations and closes the database. It is idempotent; operations
-// after Close return storage.ErrClosed.
+// Close stops the background compaction, waits for in-flight operations,
+// syncs the write-ahead log (so Eventual writes acknowledged before are on
+// disk) and closes the database. A failed sync or close, or a store left
+// read-only by a failed write, is returned: the caller must not report a
+// clean stop. Close gives up after Options.CloseTimeout (a write stuck on
+// a full disk) with an error. It is idempotent; operations after Close
+// return storage.ErrClosed.
 func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		go func() { s.closeErr <- s.close() }()
+	})
+	select {
+	case err := <-s.closeErr:
+		s.closeErr <- nil // later calls return at once, with nil
+		return err
+	case <-time.After(s.closeTimeout):
+		return fmt.Errorf("local close: %w: not finished after %s; writes not yet synced may be lost", storage.ErrUnavailable, s.closeTimeout)
+	}
+}
+
+func (s *Store) close() (err error) {
+	s.bgCancel()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed {
-		return nil
-	}
 	s.closed = true
-	if err := s.db.Close(); err != nil {
-		return fmt.Errorf("local close: %w", err)
+	<-s.bgDone
+	defer func() {
+		if r := recover(); r != nil {
+			err = errors.Join(err, fmt.Errorf("local close: %w", asFatal(r).err()))
+		}
+	}()
+	var errs []error
+	if p := s.failed.Load(); p != nil {
+		errs = append(errs, fmt.Errorf("local close: %w", *p))
+	} else if err := s.db.LogData(nil, pebble.Sync); err != nil {
+		errs = append(errs, fmt.Errorf("local close: sync log: %w", err))
 	}
-	return nil
+	if err := s.db.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("local close: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // PrefixUpperBound returns the smallest key greater than every key that
@@ -307,8 +566,12 @@ func PrefixUpperBound(prefix []byte) []byte {
 }
 
 // pebbleLogger routes Pebble's log lines to slog: informational lines at
-// debug level, errors at error level, so a healthy node stays quiet.
-type pebbleLogger struct{ l *slog.Logger }
+// debug level, errors at error level (identical ones once per interval), so
+// a healthy node stays quiet and a full disk does not flood the log.
+type pebbleLogger struct {
+	l  *slog.Logger
+	rl *rateLog
+}
 
 func (p pebbleLogger) Infof(format string, args ...any) {
 	if p.l != nil && p.l.Enabled(context.Background(), slog.LevelDebug) {
@@ -317,17 +580,63 @@ func (p pebbleLogger) Infof(format string, args ...any) {
 }
 
 func (p pebbleLogger) Errorf(format string, args ...any) {
-	if p.l != nil {
-		p.l.Error(fmt.Sprintf(format, args...), "component", "pebble")
+	if p.l == nil {
+		return
 	}
+	key := "pebble:" + format
+	if noSpace(args) {
+		key += ":ENOSPC"
+	}
+	p.rl.Error(key, fmt.Sprintf(format, args...), "component", "pebble")
 }
 
-// Fatalf is called by Pebble on unrecoverable internal errors (for example
-// on-disk corruption); it must not return.
+// fatalError is what pebbleLogger.Fatalf panics with. The store's write
+// path and Close recover it into an error; anywhere else (a background
+// flush that cannot write its MANIFEST) it ends the process, after the
+// error line.
+type fatalError struct {
+	msg     string
+	noSpace bool
+}
+
+func (fe fatalError) err() error {
+	if fe.noSpace {
+		return fmt.Errorf("%w: pebble: %s", storage.ErrInsufficientStorage, fe.msg)
+	}
+	return fmt.Errorf("%w: pebble: %s", storage.ErrUnavailable, fe.msg)
+}
+
+// asFatal converts what a Pebble call panicked with into a fatalError:
+// Pebble's Fatalf (see pebbleLogger) panics with one, and Pebble itself
+// panics with the error of a write to its log that failed at once (db.go,
+// commitWrite). Any other panic is a bug and goes on panicking.
+func asFatal(r any) fatalError {
+	switch v := r.(type) {
+	case fatalError:
+		return v
+	case error:
+		return fatalError{msg: v.Error(), noSpace: vfs.IsNoSpaceError(v)}
+	}
+	panic(r)
+}
+
+// Fatalf is called by Pebble on errors it cannot continue from (a failed
+// write to its log or MANIFEST, on-disk corruption); it must not return.
+// It logs the error and panics with a fatalError.
 func (p pebbleLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	if p.l != nil {
 		p.l.Error(msg, "component", "pebble", "fatal", true)
 	}
-	panic("pebble: " + msg)
+	panic(fatalError{msg: msg, noSpace: noSpace(args) || strings.Contains(msg, "no space left on device")})
+}
+
+// noSpace reports whether one of args is an out-of-space error.
+func noSpace(args []any) bool {
+	for _, a := range args {
+		if err, ok := a.(error); ok && vfs.IsNoSpaceError(err) {
+			return true
+		}
+	}
+	return false
 }
