@@ -32,7 +32,7 @@ test: test-deps lint
 	$(MAKE) fuzz
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./internal/p2p
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./internal/p2p/message
 
 ## bench: every benchmark of docs/performance.md (takes several minutes)
 bench:

@@ -27,7 +27,7 @@ command -v taskset >/dev/null && pin=(taskset -c 1)
 	-test.benchtime 300x -test.count "$COUNT" | tee "$out/overhead.txt"
 run storage-local ./internal/storage/local 'Benchmark(Put|Get)'
 run storage-redis ./internal/storage/redis 'Benchmark(Put|Get)'
-run p2p         ./internal/p2p           'Benchmark(Ping|MetricsMiddleware|Codec|FullMesh)'
+run p2p         ./internal/p2p/...       'Benchmark(Ping|MetricsMiddleware|Codec|FullMesh)'
 run tasks       ./internal/task          'Benchmark'
 run node        ./internal/node          'Benchmark(Scrape|RemoteSmallTasks)'
 run startup     ./cmd/p2p-agent          'BenchmarkStartupToReady' 5x

@@ -19,7 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
-	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 	"github.com/p2p-ai-agents/p2p-agent/internal/task"
 	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
 )
@@ -105,7 +105,7 @@ func TestHostilePeerBoundedMemory(t *testing.T) {
 	}()
 	for s := range streams {
 		wg.Go(func() {
-			st, err := h.NewStream(ctx, ai.ID, protocol.ID(p2p.ProtocolID))
+			st, err := h.NewStream(ctx, ai.ID, protocol.ID(message.ProtocolID))
 			if err != nil {
 				t.Error(err)
 				return
@@ -115,7 +115,7 @@ func TestHostilePeerBoundedMemory(t *testing.T) {
 			for i := range perStream {
 				in := inputs[(s+i)%len(inputs)]
 				payload, _ := json.Marshal(task.Request{Type: in.typ, Input: in.input, TimeoutMS: 60000})
-				env, _ := json.Marshal(p2p.Envelope{V: 1, ID: fmt.Sprintf("s%d-%d", s, i), Type: p2p.TypeTaskRequest, SentAt: time.Now().UTC(), Payload: payload})
+				env, _ := json.Marshal(message.Envelope{V: 1, ID: fmt.Sprintf("s%d-%d", s, i), Type: message.TypeTaskRequest, SentAt: time.Now().UTC(), Payload: payload})
 				buf = append(binary.AppendUvarint(buf, uint64(len(env))), env...)
 			}
 			go func() { // write while the replies are read, as a real requester does
@@ -135,18 +135,18 @@ func TestHostilePeerBoundedMemory(t *testing.T) {
 					t.Errorf("stream %d: %v", s, err)
 					return
 				}
-				var env p2p.Envelope
+				var env message.Envelope
 				if err := json.Unmarshal(body, &env); err != nil {
 					t.Errorf("stream %d: %v", s, err)
 					return
 				}
 				key := "error/"
-				if env.Type == p2p.TypeTaskResult {
+				if env.Type == message.TypeTaskResult {
 					var rec task.Record
 					_ = json.Unmarshal(env.Payload, &rec)
 					key = rec.Type + "/" + string(rec.State) + "/" + rec.Code
 				} else {
-					var ep p2p.ErrorPayload
+					var ep message.ErrorPayload
 					_ = json.Unmarshal(env.Payload, &ep)
 					key += ep.Code
 				}
@@ -178,7 +178,7 @@ func TestHostilePeerBoundedMemory(t *testing.T) {
 		{Name: "tasks_refused_total", Labels: testenv.L("type", task.TypeEmbed, "reason", "too_large"), Want: float64(replies["text.embed/failed/too_large"])},
 		{Name: "tasks_refused_total", Labels: testenv.L("type", task.TypeChunk, "reason", "too_large"), Want: float64(replies["text.chunk/failed/too_large"])},
 		{Name: "tasks_refused_total", Labels: testenv.L("type", task.TypeEmbed, "reason", "busy"), Want: float64(replies["text.embed/failed/busy"])},
-		{Name: "message_processing_errors_total", Labels: testenv.L("type", p2p.TypeTaskRequest, "reason", "busy"), Want: float64(replies["error/busy"])},
+		{Name: "message_processing_errors_total", Labels: testenv.L("type", message.TypeTaskRequest, "reason", "busy"), Want: float64(replies["error/busy"])},
 		{Name: "tasks_total", Labels: testenv.L("type", task.TypeEmbed, "outcome", "succeeded"), Want: float64(replies["text.embed/succeeded/"])},
 	}
 	if err := testenv.CheckDeltas(before, after, ds); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/api"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 	"github.com/p2p-ai-agents/p2p-agent/internal/task"
 )
 
@@ -23,12 +24,12 @@ func classify(err error) error {
 		return fmt.Errorf("%w: %w", api.ErrBadRequest, err)
 	case errors.Is(err, task.ErrNotFound):
 		return fmt.Errorf("%w: %w", api.ErrNotFound, err)
-	case errors.Is(err, p2p.ErrPeerUnreachable), errors.Is(err, task.ErrNoPeer):
+	case errors.Is(err, message.ErrPeerUnreachable), errors.Is(err, task.ErrNoPeer):
 		return fmt.Errorf("%w: %w", api.ErrPeerUnavailable, err)
 	case errors.Is(err, task.ErrClosed), errors.Is(err, task.ErrBusy):
 		return fmt.Errorf("%w: %w", api.ErrUnavailable, err)
 	}
-	var re *p2p.RemoteError
+	var re *message.RemoteError
 	if errors.As(err, &re) {
 		return fmt.Errorf("%w: %w", api.ErrPeerUnavailable, err)
 	}
@@ -57,22 +58,17 @@ func (nw *network) Peers() []api.Peer {
 // Ping resolves peer (an ID or a full multiaddr), connects when needed and
 // pings it count times.
 func (nw *network) Ping(ctx context.Context, target string, count int) (api.PingResult, error) {
-	ai, err := p2p.ParsePeer(target)
+	id, err := nw.n.host.Resolve(ctx, target)
 	if err != nil {
 		return api.PingResult{}, err
 	}
-	if ai.ID == nw.n.peerID {
+	if id == nw.n.peerID {
 		return api.PingResult{}, fmt.Errorf("%w: that is this node's own peer ID", p2p.ErrBadPeer)
 	}
-	if len(ai.Addrs) > 0 {
-		if err := nw.n.service.Connect(ctx, ai); err != nil {
-			return api.PingResult{}, err
-		}
-	}
-	res := api.PingResult{Peer: ai.ID.String(), MinMs: math.Inf(1)}
+	res := api.PingResult{Peer: id.String(), MinMs: math.Inf(1)}
 	var sum float64
 	for i := 0; i < count; i++ {
-		rtt, err := nw.n.service.Ping(ctx, ai.ID)
+		rtt, err := nw.n.service.Ping(ctx, id)
 		if err != nil {
 			return api.PingResult{}, err
 		}
@@ -88,28 +84,28 @@ func (nw *network) Ping(ctx context.Context, target string, count int) (api.Ping
 
 // taskTransport adapts the message service to the task engine's Transport.
 type taskTransport struct {
-	svc  *p2p.Service
+	svc  *message.Service
 	host *p2p.Host
 }
 
 func (t *taskTransport) Call(ctx context.Context, p peer.ID, req task.Request) (task.Record, error) {
-	resp, err := t.svc.Request(ctx, p, p2p.TypeTaskRequest, req)
+	resp, err := t.svc.Request(ctx, p, message.TypeTaskRequest, req)
 	if err != nil {
-		var re *p2p.RemoteError
+		var re *message.RemoteError
 		switch {
 		case errors.As(err, &re) && (re.Code == task.CodeBadInput || re.Code == task.CodeUnknownType):
 			return task.Record{}, fmt.Errorf("%w: %w", task.ErrBadInput, err)
-		case errors.As(err, &re) && re.Code == p2p.CodeBusy:
+		case errors.As(err, &re) && re.Code == message.CodeBusy:
 			// The peer holds too many requests: a busy refusal, which the
 			// engine answers by trying another peer or running it here.
 			return task.Record{ID: req.ID, Type: req.Type, State: task.StateFailed, Peer: p.String(),
 				Code: task.CodeBusy, Error: err.Error()}, nil
-		case errors.Is(err, p2p.ErrPeerUnreachable):
+		case errors.Is(err, message.ErrPeerUnreachable):
 			return task.Record{}, fmt.Errorf("%w: %w", task.ErrNoPeer, err)
 		}
 		return task.Record{}, err
 	}
-	if resp.Type != p2p.TypeTaskResult {
+	if resp.Type != message.TypeTaskResult {
 		return task.Record{}, fmt.Errorf("peer %s answered a task request with %q", p, resp.Type)
 	}
 	var rec task.Record
@@ -123,22 +119,22 @@ func (t *taskTransport) PeersOffering(typ string) []peer.ID { return t.host.Peer
 
 // taskHandler runs task.request messages from peers on the local engine.
 // It holds no metrics code: the service's middleware measures it.
-func taskHandler(e *task.Engine) p2p.Handler {
-	return func(ctx context.Context, from peer.ID, req *p2p.Envelope) (*p2p.Envelope, error) {
+func taskHandler(e *task.Engine) message.Handler {
+	return func(ctx context.Context, from peer.ID, req *message.Envelope) (*message.Envelope, error) {
 		var r task.Request
 		if err := req.DecodePayload(&r); err != nil {
 			return nil, fmt.Errorf("%w: task request: %w", task.ErrBadInput, err)
 		}
 		rec := e.Execute(task.WithPeer(ctx, from.String()), r)
 		rec.Origin = from.String()
-		return p2p.Reply(req, p2p.TypeTaskResult, rec)
+		return message.Reply(req, message.TypeTaskResult, rec)
 	}
 }
 
 // taskAPI adapts the task engine to the control API.
 type taskAPI struct {
 	engine *task.Engine
-	svc    *p2p.Service
+	host   *p2p.Host
 }
 
 func (a *taskAPI) Submit(ctx context.Context, req api.TaskRequest) (any, error) {
@@ -147,16 +143,11 @@ func (a *taskAPI) Submit(ctx context.Context, req api.TaskRequest) (any, error) 
 		sr.Input = json.RawMessage(`{}`)
 	}
 	if req.Peer != "" {
-		ai, err := p2p.ParsePeer(req.Peer)
+		id, err := a.host.Resolve(ctx, req.Peer)
 		if err != nil {
 			return nil, err
 		}
-		if len(ai.Addrs) > 0 {
-			if err := a.svc.Connect(ctx, ai); err != nil {
-				return nil, err
-			}
-		}
-		sr.Peer = ai.ID
+		sr.Peer = id
 	}
 	// The task outlives the HTTP request that submitted it.
 	return a.engine.Submit(context.WithoutCancel(ctx), sr)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/node"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
 )
 
@@ -70,7 +71,7 @@ func openMsgStream(t *testing.T, h *p2p.Host, n *node.Node) network.Stream {
 	if err := h.Libp2p().Connect(ctx, addrInfo(t, n)); err != nil {
 		t.Fatal(err)
 	}
-	s, err := h.Libp2p().NewStream(ctx, n.PeerID(), protocol.ID(p2p.ProtocolID))
+	s, err := h.Libp2p().NewStream(ctx, n.PeerID(), protocol.ID(message.ProtocolID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,9 +113,9 @@ func TestBogusMessageTypesKeepCardinality(t *testing.T) {
 	sentAt := time.Now().UTC()
 	var buf []byte
 	for i := 0; i < frames; i++ {
-		env := &p2p.Envelope{V: p2p.EnvelopeVersion, ID: fmt.Sprintf("bogus-%03d", i), Type: fmt.Sprintf("x-bogus.type-%03d", i), SentAt: sentAt}
+		env := &message.Envelope{V: message.EnvelopeVersion, ID: fmt.Sprintf("bogus-%03d", i), Type: fmt.Sprintf("x-bogus.type-%03d", i), SentAt: sentAt}
 		var err error
-		if buf, err = p2p.AppendFrame(buf, env, 0); err != nil {
+		if buf, err = message.AppendFrame(buf, env, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -126,26 +127,26 @@ func TestBogusMessageTypesKeepCardinality(t *testing.T) {
 	// answered by the stream's reader itself)
 	br := bufio.NewReader(s)
 	for i := 0; i < frames; i++ {
-		resp, err := p2p.DecodeFrame(br, p2p.DefaultMaxMessageBytes)
+		resp, err := message.DecodeFrame(br, message.DefaultMaxMessageBytes)
 		if err != nil {
 			t.Fatalf("reply %d: %v", i, err)
 		}
-		var ep p2p.ErrorPayload
-		if resp.Type != p2p.TypeError || resp.ID != fmt.Sprintf("bogus-%03d", i) || json.Unmarshal(resp.Payload, &ep) != nil || ep.Code != p2p.CodeUnknownType {
-			t.Fatalf("reply %d = %+v (payload %s), want an error %s with the request's id", i, resp, resp.Payload, p2p.CodeUnknownType)
+		var ep message.ErrorPayload
+		if resp.Type != message.TypeError || resp.ID != fmt.Sprintf("bogus-%03d", i) || json.Unmarshal(resp.Payload, &ep) != nil || ep.Code != message.CodeUnknownType {
+			t.Fatalf("reply %d = %+v (payload %s), want an error %s with the request's id", i, resp, resp.Payload, message.CodeUnknownType)
 		}
 	}
 	// the stream still serves a real request
-	ping, _ := p2p.NewEnvelope(p2p.TypePing, nil)
+	ping, _ := message.NewEnvelope(message.TypePing, nil)
 	ping.ID = "after-bogus"
-	f, err := p2p.AppendFrame(nil, ping, 0)
+	f, err := message.AppendFrame(nil, ping, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Write(f); err != nil {
 		t.Fatal(err)
 	}
-	if resp, err := p2p.DecodeFrame(br, p2p.DefaultMaxMessageBytes); err != nil || resp.Type != p2p.TypePong || resp.ID != "after-bogus" {
+	if resp, err := message.DecodeFrame(br, message.DefaultMaxMessageBytes); err != nil || resp.Type != message.TypePong || resp.ID != "after-bogus" {
 		t.Fatalf("ping after the bogus frames: %+v, %v", resp, err)
 	}
 

@@ -20,6 +20,7 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/identity"
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage/local"
 	redisstore "github.com/p2p-ai-agents/p2p-agent/internal/storage/redis"
@@ -52,7 +53,7 @@ type Node struct {
 	backend string
 
 	host    *p2p.Host
-	service *p2p.Service
+	service *message.Service
 	tasks   *task.Engine
 
 	metricsSrv *metrics.Server
@@ -142,14 +143,14 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 	}
 	metrics.RegisterPeers(n.reg, n.host.ConnectedPeers)
 
-	n.service = p2p.NewService(n.host, metrics.NewMessages(n.reg), p2p.ServiceConfig{
+	n.service = message.NewService(n.host.Libp2p(), metrics.NewMessages(n.reg), message.ServiceConfig{
 		MaxMessageBytes:    cfg.P2P.MaxMessageBytes,
 		MaxInflightBytes:   cfg.P2P.MaxInflightBytes,
 		MaxHandlersPerPeer: cfg.P2P.MaxHandlersPerPeer,
 		Logger:             log,
 	})
 	tr.svc, tr.host = n.service, n.host
-	n.service.Handle(p2p.TypeTaskRequest, taskHandler(n.tasks))
+	n.service.Handle(message.TypeTaskRequest, taskHandler(n.tasks))
 	// tasks this node was running when it last stopped will never finish
 	if k, err := n.tasks.Recover(ctx); err != nil {
 		log.Warn("recovering interrupted tasks", "err", err)
@@ -187,7 +188,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 			MaxBodyBytesInFlight: int64(cfg.API.MaxBodyBytesInFlight),
 			ShutdownGrace:        cfg.API.ShutdownGrace,
 		},
-	}, n, n.store, &network{n: n}, &taskAPI{engine: n.tasks, svc: n.service}, n.Ready)
+	}, n, n.store, &network{n: n}, &taskAPI{engine: n.tasks, host: n.host}, n.Ready)
 	return n, nil
 }
 
@@ -310,7 +311,7 @@ func (n *Node) Store() storage.Store { return n.store }
 func (n *Node) Host() *p2p.Host { return n.host }
 
 // Service is the node's message service.
-func (n *Node) Service() *p2p.Service { return n.service }
+func (n *Node) Service() *message.Service { return n.service }
 
 // Tasks is the node's task engine.
 func (n *Node) Tasks() *task.Engine { return n.tasks }

@@ -401,6 +401,9 @@ func TestAPIErrorCodes(t *testing.T) {
 		{"task input over p2p.max_message_bytes", "POST", "/api/v1/tasks", append(append([]byte(`{"type":"text.chunk","input":{"text":"`), bytes.Repeat([]byte("x"), 1<<20)...), []byte(`"}}`)...), 413},
 		{"unknown task", "GET", "/api/v1/tasks/0123456789abcdef0123456789abcdef", nil, 404},
 		{"ping bad peer", "POST", "/api/v1/ping", []byte(`{"peer":"not-a-peer"}`), 400},
+		{"ping this node by ID", "POST", "/api/v1/ping", []byte(`{"peer":"` + n.PeerID().String() + `"}`), 400},
+		{"ping this node by address", "POST", "/api/v1/ping", []byte(`{"peer":"` + n.Host().Addrs()[0] + `"}`), 400},
+		{"task on this node by address", "POST", "/api/v1/tasks", []byte(`{"type":"text.chunk","input":{"text":"x"},"peer":"` + n.Host().Addrs()[0] + `"}`), 202},
 		{"no route", "GET", "/api/v2/nothing", nil, 404},
 	}
 	for _, tc := range cases {

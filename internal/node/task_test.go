@@ -14,7 +14,7 @@ import (
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/api"
 	"github.com/p2p-ai-agents/p2p-agent/internal/node"
-	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 	"github.com/p2p-ai-agents/p2p-agent/internal/task"
 	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
@@ -217,7 +217,7 @@ func TestTaskSurvivesKilledExecutingPeer(t *testing.T) {
 			// still running when B dies.
 			started := make(chan struct{}, 1)
 			release := make(chan struct{})
-			b.Service().Handle(p2p.TypeTaskRequest, func(ctx context.Context, _ peer.ID, _ *p2p.Envelope) (*p2p.Envelope, error) {
+			b.Service().Handle(message.TypeTaskRequest, func(ctx context.Context, _ peer.ID, _ *message.Envelope) (*message.Envelope, error) {
 				started <- struct{}{}
 				select {
 				case <-ctx.Done():

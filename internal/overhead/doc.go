@@ -4,6 +4,7 @@
 // each measured by interleaved rounds of raw, instrumented and raw again (an
 // A/A control) in one run. That recording
 // allocates nothing is asserted next to the code: TestInstrumentDoesNotAllocate
-// (internal/storage) and TestMetricsMiddlewareDoesNotAllocate (internal/p2p).
+// (internal/storage) and TestMetricsMiddlewareDoesNotAllocate
+// (internal/p2p/message).
 // It has no non-test code.
 package overhead

@@ -14,6 +14,7 @@ import (
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage/local"
 	redisstore "github.com/p2p-ai-agents/p2p-agent/internal/storage/redis"
@@ -42,7 +43,7 @@ func (n *noopStore) Close() error { return nil }
 func pingPair(tb testing.TB, instrumented bool) func() error {
 	tb.Helper()
 	ctx := context.Background()
-	mk := func() (*p2p.Host, *p2p.Service) {
+	mk := func() (*p2p.Host, *message.Service) {
 		priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
 		if err != nil {
 			tb.Fatal(err)
@@ -55,7 +56,7 @@ func pingPair(tb testing.TB, instrumented bool) func() error {
 		if instrumented {
 			m = metrics.NewMessages(prometheus.NewRegistry())
 		}
-		s := p2p.NewService(h, m, p2p.ServiceConfig{})
+		s := message.NewService(h.Libp2p(), m, message.ServiceConfig{})
 		tb.Cleanup(func() {
 			_ = s.Close()
 			_ = h.Close()

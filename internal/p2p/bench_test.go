@@ -1,7 +1,6 @@
 package p2p
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"slices"
@@ -11,11 +10,9 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 )
 
 const benchEchoProtocol = protocol.ID("/p2p-ai-agents/bench-echo/1.0.0")
@@ -45,9 +42,9 @@ func benchPair(b *testing.B, listen []string, opts ...nodeOpt) (*testNode, *test
 // pingFrame is the wire size of a real ping, so the raw echo moves as many
 // bytes as the service does.
 func pingFrame(b *testing.B) []byte {
-	env, _ := NewEnvelope(TypePing, nil)
+	env, _ := message.NewEnvelope(message.TypePing, nil)
 	env.ID = "0123abcd-1a2b"
-	f, err := AppendFrame(nil, env, 0)
+	f, err := message.AppendFrame(nil, env, 0)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -150,57 +147,6 @@ func BenchmarkPing(b *testing.B) {
 			}
 		})
 	}
-}
-
-// BenchmarkMetricsMiddleware is the recording cost per handled message.
-func BenchmarkMetricsMiddleware(b *testing.B) {
-	m := metrics.NewMessages(prometheus.NewRegistry())
-	h := MetricsMiddleware(m)(func(context.Context, peer.ID, *Envelope) (*Envelope, error) { return nil, nil })
-	req := &Envelope{V: 1, ID: "1", Type: TypePing}
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		_, _ = h(ctx, "", req)
-	}
-}
-
-// BenchmarkCodec encodes and decodes one ping frame.
-func BenchmarkCodec(b *testing.B) {
-	env, _ := NewEnvelope(TypePing, nil)
-	env.ID = "0123abcd-1a2b"
-	var buf []byte
-	src := &bytesReaderT{}
-	fr := frameReader{br: bufio.NewReader(src), max: DefaultMaxMessageBytes}
-	b.ReportAllocs()
-	for b.Loop() {
-		var err error
-		buf, err = AppendFrame(buf[:0], env, 0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		src.b, src.i = buf, 0
-		body, _, err := fr.next()
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := decodeEnvelope(body); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-type bytesReaderT struct {
-	b []byte
-	i int
-}
-
-func (r *bytesReaderT) Read(p []byte) (int, error) {
-	if r.i >= len(r.b) {
-		return 0, io.EOF
-	}
-	n := copy(p, r.b[r.i:])
-	r.i += n
-	return n, nil
 }
 
 // BenchmarkFullMesh is the time for two nodes that know only a bootstrap

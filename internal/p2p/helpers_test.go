@@ -12,9 +12,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 )
 
 var loopback = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
@@ -24,17 +24,13 @@ type testNode struct {
 	reg *prometheus.Registry
 	m   *metrics.Messages
 	h   *Host
-	svc *Service
+	svc *message.Service
 }
 
-type nodeOpt func(*HostConfig, *ServiceConfig)
-
-func withService(f func(*ServiceConfig)) nodeOpt {
-	return func(_ *HostConfig, sc *ServiceConfig) { f(sc) }
-}
+type nodeOpt func(*HostConfig, *message.ServiceConfig)
 
 func withHost(f func(*HostConfig)) nodeOpt {
-	return func(hc *HostConfig, _ *ServiceConfig) { f(hc) }
+	return func(hc *HostConfig, _ *message.ServiceConfig) { f(hc) }
 }
 
 func testLogger() *slog.Logger {
@@ -57,7 +53,7 @@ func newTestNode(tb testing.TB, opts ...nodeOpt) *testNode {
 	tb.Helper()
 	reg := prometheus.NewRegistry()
 	hc := HostConfig{ListenAddrs: loopback, Registerer: reg, Logger: testLogger(), UserAgent: "p2p-agent/test"}
-	sc := ServiceConfig{Logger: hc.Logger}
+	sc := message.ServiceConfig{Logger: hc.Logger}
 	for _, o := range opts {
 		o(&hc, &sc)
 	}
@@ -66,7 +62,7 @@ func newTestNode(tb testing.TB, opts ...nodeOpt) *testNode {
 		tb.Fatal(err)
 	}
 	n := &testNode{reg: reg, h: h, m: metrics.NewMessages(reg)}
-	n.svc = NewService(h, n.m, sc)
+	n.svc = message.NewService(h.Libp2p(), n.m, sc)
 	tb.Cleanup(func() {
 		_ = n.svc.Close()
 		_ = h.Close()
@@ -84,72 +80,6 @@ func connect(tb testing.TB, a, b *testNode) {
 	defer cancel()
 	if err := a.svc.Connect(ctx, b.info()); err != nil {
 		tb.Fatal(err)
-	}
-}
-
-func (n *testNode) sent(typ string) float64 { return testutil.ToFloat64(n.m.Sent.WithLabelValues(typ)) }
-func (n *testNode) received(typ string) float64 {
-	return testutil.ToFloat64(n.m.Received.WithLabelValues(typ))
-}
-func (n *testNode) errors(typ, reason string) float64 {
-	return testutil.ToFloat64(n.m.Errors.WithLabelValues(typ, reason))
-}
-
-// handled is the sample count of message_processing_duration_seconds{type}.
-func (n *testNode) handled(tb testing.TB, typ string) float64 {
-	tb.Helper()
-	mfs, err := n.reg.Gather()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != "message_processing_duration_seconds" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "type" && l.GetValue() == typ {
-					return float64(m.GetHistogram().GetSampleCount())
-				}
-			}
-		}
-	}
-	return 0
-}
-
-// snapshot holds every message series of a node, to compare deltas.
-type snapshot map[string]float64
-
-func (n *testNode) snapshot(tb testing.TB) snapshot {
-	tb.Helper()
-	s := snapshot{}
-	types := append(append([]string(nil), metrics.MessageTypes...), metrics.Unknown)
-	reasons := append(append([]string(nil), metrics.ErrorReasons...), metrics.Unknown)
-	for _, t := range types {
-		s["sent/"+t] = n.sent(t)
-		s["received/"+t] = n.received(t)
-		s["handled/"+t] = n.handled(tb, t)
-		for _, r := range reasons {
-			s["errors/"+t+"/"+r] = n.errors(t, r)
-		}
-	}
-	return s
-}
-
-// assertDelta checks that exactly the series in want moved, by exactly
-// the given amounts, between before and now.
-func (n *testNode) assertDelta(tb testing.TB, before snapshot, want map[string]float64) {
-	tb.Helper()
-	after := n.snapshot(tb)
-	for k, v := range after {
-		if d := v - before[k]; d != want[k] {
-			tb.Errorf("%s moved by %v, want %v", k, d, want[k])
-		}
-	}
-	for k := range want {
-		if _, ok := after[k]; !ok {
-			tb.Errorf("no series %s", k)
-		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +29,8 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/fx"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 )
 
 // Connection manager defaults (HostConfig.ConnLow, ConnHigh).
@@ -304,10 +307,10 @@ func newResourceManager(withMetrics bool) (network.ResourceManager, error) {
 	libp2p.SetDefaultServiceLimits(&limits)
 	// One kept message stream per peer and direction is the normal case;
 	// the headroom covers reopening after a reset and raw probes.
-	limits.AddProtocolLimit(protocol.ID(ProtocolID),
+	limits.AddProtocolLimit(protocol.ID(message.ProtocolID),
 		rcmgr.BaseLimit{StreamsInbound: 1024, StreamsOutbound: 1024, Streams: 2048, Memory: 256 << 20},
 		rcmgr.BaseLimitIncrease{StreamsInbound: 256, StreamsOutbound: 256, Streams: 512, Memory: 64 << 20})
-	limits.AddProtocolPeerLimit(protocol.ID(ProtocolID),
+	limits.AddProtocolPeerLimit(protocol.ID(message.ProtocolID),
 		rcmgr.BaseLimit{StreamsInbound: 16, StreamsOutbound: 16, Streams: 32, Memory: 32 << 20},
 		rcmgr.BaseLimitIncrease{})
 	limits.AddProtocolPeerLimit(PeerExchangeProtocolID,
@@ -359,7 +362,7 @@ type PeerInfo struct {
 
 // Peers describes every connected peer (its first live connection),
 // sorted by peer ID. Latency is the peerstore's moving average, fed by
-// Service.Ping; zero when never measured.
+// the message service's Ping; zero when never measured.
 func (h *Host) Peers() []PeerInfo {
 	ps := h.lh.Peerstore()
 	var out []PeerInfo
@@ -388,18 +391,8 @@ func (h *Host) Peers() []PeerInfo {
 		}
 		out = append(out, pi)
 	}
-	slices.SortFunc(out, func(a, b PeerInfo) int { return cmpString(string(a.ID), string(b.ID)) })
+	slices.SortFunc(out, func(a, b PeerInfo) int { return strings.Compare(string(a.ID), string(b.ID)) })
 	return out
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func directionString(d network.Direction) string {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 )
 
 func TestFullMeshFromOneBootstrapPeer(t *testing.T) {
@@ -234,11 +236,11 @@ func TestNoGoroutinesLeftAfterClose(t *testing.T) {
 	eventually(t, 10*time.Second, "bootstrap", func() bool { return b.h.ConnectedPeers() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	b.svc.Handle(TypeTaskRequest, func(ctx context.Context, _ peer.ID, req *Envelope) (*Envelope, error) {
+	b.svc.Handle(message.TypeTaskRequest, func(ctx context.Context, _ peer.ID, req *message.Envelope) (*message.Envelope, error) {
 		<-ctx.Done() // blocks until the service gives up draining
 		return nil, ctx.Err()
 	})
-	go func() { _, _ = a.svc.Request(ctx, b.h.ID(), TypeTaskRequest, nil) }()
+	go func() { _, _ = a.svc.Request(ctx, b.h.ID(), message.TypeTaskRequest, nil) }()
 	for range 10 {
 		if _, err := a.svc.Ping(ctx, b.h.ID()); err != nil {
 			t.Fatal(err)

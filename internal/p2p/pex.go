@@ -3,10 +3,8 @@ package p2p
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"time"
 
@@ -15,12 +13,14 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
 	ma "github.com/multiformats/go-multiaddr"
-	"github.com/multiformats/go-varint"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 )
 
 // PeerExchangeProtocolID is the peer-exchange protocol: the dialler opens a
-// stream, the listener answers with one frame (varint length + JSON) listing
-// the agents it is connected to, and closes the stream.
+// stream, the listener answers with one frame of the message codec's
+// framing (varint length + JSON, see message.AppendRawFrame) listing the
+// agents it is connected to, and closes the stream.
 const PeerExchangeProtocolID = protocol.ID("/p2p-ai-agents/pex/1.0.0")
 
 const (
@@ -78,12 +78,15 @@ func (h *Host) servePeerExchange(s network.Stream) {
 	}
 	h.log.Debug("peer exchange served", "peer", asker.String(), "shared", len(msg.Peers))
 	body, err := json.Marshal(msg)
+	if err == nil {
+		body, err = message.AppendRawFrame(nil, body, pexMaxBytes)
+	}
 	if err != nil {
+		h.log.Debug("peer exchange reply not encoded", "peer", asker.String(), "err", err)
 		_ = s.Reset()
 		return
 	}
-	frame := binary.AppendUvarint(make([]byte, 0, len(body)+binary.MaxVarintLen64), uint64(len(body)))
-	if _, err := s.Write(append(frame, body...)); err != nil {
+	if _, err := s.Write(body); err != nil {
 		h.log.Debug("peer exchange reply failed", "peer", asker.String(), "err", err)
 		_ = s.Reset()
 	}
@@ -160,24 +163,14 @@ func (h *Host) requestPeers(p peer.ID) ([]peer.AddrInfo, error) {
 	}
 	defer s.Close()
 	_ = s.SetReadDeadline(time.Now().Add(pexTimeout))
-	br := bufio.NewReader(io.LimitReader(s, pexMaxBytes+varint.MaxLenUvarint63))
-	n, err := varint.ReadUvarint(br)
+	body, err := message.ReadRawFrame(bufio.NewReader(s), pexMaxBytes)
 	if err != nil {
-		_ = s.Reset()
-		return nil, fmt.Errorf("read peer exchange length: %w", err)
-	}
-	if n > pexMaxBytes {
-		_ = s.Reset()
-		return nil, fmt.Errorf("%w: peer exchange reply of %d bytes", ErrFrameTooLarge, n)
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(br, body); err != nil {
 		_ = s.Reset()
 		return nil, fmt.Errorf("read peer exchange reply: %w", err)
 	}
 	var msg pexMessage
 	if err := json.Unmarshal(body, &msg); err != nil {
-		return nil, fmt.Errorf("%w: peer exchange reply: %w", ErrMalformed, err)
+		return nil, fmt.Errorf("%w: peer exchange reply: %w", message.ErrMalformed, err)
 	}
 	out := make([]peer.AddrInfo, 0, min(len(msg.Peers), pexMaxPeers))
 	for _, pp := range msg.Peers[:min(len(msg.Peers), pexMaxPeers)] {

@@ -1,4 +1,4 @@
-package p2p
+package message
 
 import (
 	"bufio"
@@ -91,6 +91,18 @@ func AppendFrame(dst []byte, env *Envelope, maxBytes int) ([]byte, error) {
 	return out[:len(out)+n], nil
 }
 
+// AppendRawFrame appends body to dst as one frame of the codec's framing
+// (an unsigned varint length, then the bytes), for protocols other than the
+// message service that carry their own body, such as peer exchange. A body
+// over maxBytes (when maxBytes > 0) is refused with ErrFrameTooLarge.
+func AppendRawFrame(dst, body []byte, maxBytes int) ([]byte, error) {
+	if maxBytes > 0 && len(body) > maxBytes {
+		return dst, fmt.Errorf("%w: %d bytes over the %d byte limit", ErrFrameTooLarge, len(body), maxBytes)
+	}
+	dst = binary.AppendUvarint(dst, uint64(len(body)))
+	return append(dst, body...), nil
+}
+
 // appendEnvelope appends the JSON encoding of env. The common envelope
 // (plain ASCII id and type, UTC time) is written directly, in the field
 // order of encoding/json; anything else goes through json.Marshal.
@@ -152,6 +164,19 @@ func DecodeFrame(r *bufio.Reader, maxBytes int) (*Envelope, error) {
 		return nil, err
 	}
 	return decodeEnvelope(body)
+}
+
+// ReadRawFrame reads one frame from r, as written by AppendRawFrame or
+// AppendFrame, and returns its body, which the caller owns. The length
+// prefix is checked against maxBytes before any body buffer is allocated.
+// Errors are those of DecodeFrame, except that the body is not decoded.
+func ReadRawFrame(r *bufio.Reader, maxBytes int) ([]byte, error) {
+	fr := frameReader{br: r, max: maxBytes}
+	body, _, err := fr.next()
+	if err != nil {
+		return nil, err
+	}
+	return bytes.Clone(body), nil
 }
 
 func decodeEnvelope(body []byte) (*Envelope, error) {

@@ -1,4 +1,4 @@
-package p2p
+package message
 
 import (
 	"context"
@@ -92,7 +92,6 @@ func (c *ServiceConfig) defaults() {
 // the metrics middleware, and sends requests over one kept stream per peer
 // whose responses are matched by ID.
 type Service struct {
-	host    *Host
 	lh      host.Host
 	cfg     ServiceConfig
 	log     *slog.Logger
@@ -100,10 +99,9 @@ type Service struct {
 	observe Middleware
 	held    *inflight
 
-	mu          sync.Mutex
-	handlers    map[string]route
-	middlewares []Middleware
-	routes      atomic.Pointer[map[string]route]
+	mu       sync.Mutex
+	handlers map[string]route
+	routes   atomic.Pointer[map[string]route]
 
 	ctx     context.Context // handlers' context; cancelled when draining gives up
 	cancel  context.CancelFunc
@@ -121,16 +119,16 @@ type Service struct {
 	closeErr  error
 }
 
-// NewService starts serving ProtocolID on h. m receives the message
-// metrics; nil disables them (no middleware at all, the benchmarks' raw
-// configuration). The built-in ping handler answers pong.
-func NewService(h *Host, m *metrics.Messages, cfg ServiceConfig) *Service {
+// NewService starts serving ProtocolID on h, any libp2p host (the node
+// passes its p2p.Host's Libp2p()). m receives the message metrics; nil
+// disables them (no middleware at all, the benchmarks' raw configuration).
+// The built-in ping handler answers pong.
+func NewService(h host.Host, m *metrics.Messages, cfg ServiceConfig) *Service {
 	cfg.defaults()
 	var idb [4]byte
 	_, _ = rand.Read(idb[:])
 	s := &Service{
-		host:     h,
-		lh:       h.lh,
+		lh:       h,
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "messages"),
 		rec:      recorder{m},
@@ -178,24 +176,10 @@ func (s *Service) handle(typ string, r route) {
 	s.rebuildLocked()
 }
 
-// Use adds middlewares around every handler (the first added is the
-// outermost). They run inside the metrics middleware and panic recovery.
-func (s *Service) Use(mw ...Middleware) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.middlewares = append(s.middlewares, mw...)
-	s.rebuildLocked()
-}
-
 func (s *Service) rebuildLocked() {
 	routes := make(map[string]route, len(s.handlers))
 	for typ, r := range s.handlers {
-		h := r.h
-		for i := len(s.middlewares) - 1; i >= 0; i-- {
-			h = s.middlewares[i](h)
-		}
-		// Middlewares are caller code that might block.
-		routes[typ] = route{h: recoverMiddleware(h), inline: r.inline && len(s.middlewares) == 0}
+		routes[typ] = route{h: recoverMiddleware(r.h), inline: r.inline}
 	}
 	s.routes.Store(&routes)
 }
@@ -226,27 +210,31 @@ func (s *Service) nextID() string {
 	return s.idPrefix + strconv.FormatUint(s.seq.Add(1), 36)
 }
 
-// Host returns the host the service runs on.
-func (s *Service) Host() *Host { return s.host }
-
 // Connect dials ai (force-direct: it ignores the swarm's dial backoff).
 // Errors wrap ErrPeerUnreachable.
 func (s *Service) Connect(ctx context.Context, ai peer.AddrInfo) error {
-	if ai.ID == s.lh.ID() {
+	return Connect(ctx, s.lh, ai)
+}
+
+// Connect dials ai from h (force-direct: it ignores the swarm's dial
+// backoff). A peer without addresses is dialled at the ones h knows; with
+// none, it fails at once. Errors wrap ErrPeerUnreachable and are one line.
+func Connect(ctx context.Context, h host.Host, ai peer.AddrInfo) error {
+	if ai.ID == h.ID() {
 		return fmt.Errorf("%w: %s is this node", ErrPeerUnreachable, ai.ID)
 	}
-	if len(ai.Addrs) == 0 && !s.reachable(ai.ID) {
+	if len(ai.Addrs) == 0 && !reachable(h, ai.ID) {
 		return noAddressError(ai.ID)
 	}
-	if err := s.lh.Connect(network.WithForceDirectDial(ctx, "requested"), ai); err != nil {
+	if err := h.Connect(network.WithForceDirectDial(ctx, "requested"), ai); err != nil {
 		return singleLine(fmt.Errorf("%w: %s: %w", ErrPeerUnreachable, ai.ID, err))
 	}
 	return nil
 }
 
-// reachable reports whether p is connected or has an address to dial.
-func (s *Service) reachable(p peer.ID) bool {
-	return s.lh.Network().Connectedness(p) == network.Connected || len(s.lh.Peerstore().Addrs(p)) > 0
+// reachable reports whether p is connected to h or has an address to dial.
+func reachable(h host.Host, p peer.ID) bool {
+	return h.Network().Connectedness(p) == network.Connected || len(h.Peerstore().Addrs(p)) > 0
 }
 
 // Request sends a message of type typ with payload to p and waits for the

@@ -1,4 +1,4 @@
-package p2p
+package message
 
 import (
 	"context"
@@ -34,7 +34,7 @@ func TestPingCountsExactly(t *testing.T) {
 	})
 	a.assertDelta(t, beforeA, map[string]float64{"sent/ping": n, "received/pong": n})
 	b.assertDelta(t, beforeB, map[string]float64{"received/ping": n, "handled/ping": n, "sent/pong": n})
-	if lat := a.h.Libp2p().Peerstore().LatencyEWMA(b.h.ID()); lat <= 0 {
+	if lat := a.h.Peerstore().LatencyEWMA(b.h.ID()); lat <= 0 {
 		t.Errorf("latency not recorded in the peerstore: %v", lat)
 	}
 }

@@ -1,4 +1,4 @@
-package p2p
+package message
 
 import (
 	"errors"
@@ -12,9 +12,6 @@ import (
 
 // Sentinel errors callers branch on with errors.Is.
 var (
-	// ErrBadPeer reports a peer string that is neither a peer ID nor a
-	// multiaddr ending in /p2p/<ID>; the CLI maps it to exit code 2.
-	ErrBadPeer = errors.New("invalid peer")
 	// ErrPeerUnreachable reports a peer that could not be dialled, has no
 	// known address, or refused the message protocol.
 	ErrPeerUnreachable = errors.New("peer unreachable")

@@ -1,4 +1,4 @@
-package p2p
+package message
 
 import (
 	"bufio"
@@ -105,7 +105,7 @@ func (s *Service) openOutbound(ctx context.Context, p peer.ID) (*outboundStream,
 	if p == s.lh.ID() {
 		return nil, fmt.Errorf("%w: %s is this node", ErrPeerUnreachable, p)
 	}
-	if !s.reachable(p) {
+	if !reachable(s.lh, p) {
 		return nil, noAddressError(p)
 	}
 	st, err := s.lh.NewStream(ctx, p, protocol.ID(ProtocolID))

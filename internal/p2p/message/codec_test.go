@@ -1,4 +1,4 @@
-package p2p
+package message
 
 import (
 	"bufio"
@@ -68,6 +68,48 @@ func TestDecodeFrameErrors(t *testing.T) {
 		if !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestRawFrame: AppendRawFrame writes the framing DecodeFrame reads
+// (varint length, then the body) and ReadRawFrame returns bodies the
+// caller owns, with DecodeFrame's errors.
+func TestRawFrame(t *testing.T) {
+	var stream []byte
+	bodies := [][]byte{[]byte(`{"peers":[]}`), {}, bytes.Repeat([]byte("x"), 300)}
+	for _, b := range bodies {
+		var err error
+		if stream, err = AppendRawFrame(stream, b, 300); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := append(binary.AppendUvarint(nil, 12), `{"peers":[]}`...)
+	if !bytes.Equal(stream[:len(want)], want) {
+		t.Fatalf("first frame %q, want %q", stream[:len(want)], want)
+	}
+	br := bufio.NewReaderSize(bytes.NewReader(stream), 16)
+	var got [][]byte
+	for range bodies {
+		b, err := ReadRawFrame(br, 300)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, b)
+	}
+	for i := range bodies {
+		if !bytes.Equal(got[i], bodies[i]) {
+			t.Errorf("body %d = %q, want %q", i, got[i], bodies[i])
+		}
+	}
+	if _, err := ReadRawFrame(br, 300); !errors.Is(err, io.EOF) {
+		t.Errorf("after the last frame: %v, want EOF", err)
+	}
+	if out, err := AppendRawFrame([]byte("keep"), make([]byte, 301), 300); !errors.Is(err, ErrFrameTooLarge) || string(out) != "keep" {
+		t.Errorf("oversized body: %q, %v; want dst unchanged and ErrFrameTooLarge", out, err)
+	}
+	over := append(binary.AppendUvarint(nil, 301), make([]byte, 301)...)
+	if _, err := ReadRawFrame(bufio.NewReader(bytes.NewReader(over)), 300); !errors.Is(err, ErrFrameTooLarge) {
+		t.Errorf("oversized frame: %v, want ErrFrameTooLarge", err)
 	}
 }
 
