@@ -233,7 +233,8 @@ func TestNoGoroutinesLeftAfterClose(t *testing.T) {
 
 	a := newTestNode(t)
 	b := newTestNode(t, withHost(func(c *HostConfig) { c.Bootstrap = a.h.Addrs() }))
-	eventually(t, 10*time.Second, "bootstrap", func() bool { return b.h.ConnectedPeers() == 1 })
+	// Both sides: a registers the inbound connection a moment after b.
+	eventually(t, 10*time.Second, "bootstrap", func() bool { return b.h.ConnectedPeers() == 1 && a.h.ConnectedPeers() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	b.svc.Handle(message.TypeTaskRequest, func(ctx context.Context, _ peer.ID, req *message.Envelope) (*message.Envelope, error) {

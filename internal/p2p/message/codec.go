@@ -107,7 +107,7 @@ func AppendRawFrame(dst, body []byte, maxBytes int) ([]byte, error) {
 // (plain ASCII id and type, UTC time) is written directly, in the field
 // order of encoding/json; anything else goes through json.Marshal.
 func appendEnvelope(dst []byte, env *Envelope) ([]byte, error) {
-	if !plainString(env.ID) || !plainString(env.Type) || env.SentAt.Location() != time.UTC {
+	if !plainString(env.ID) || !plainString(env.Type) || !plainString(env.Trace) || env.SentAt.Location() != time.UTC {
 		return marshalEnvelope(dst, env)
 	}
 	dst = append(dst, `{"v":`...)
@@ -122,6 +122,11 @@ func appendEnvelope(dst []byte, env *Envelope) ([]byte, error) {
 		return dst, fmt.Errorf("encode envelope: %w", err)
 	}
 	dst = append(dst, '"')
+	if env.Trace != "" {
+		dst = append(dst, `,"trace":"`...)
+		dst = append(dst, env.Trace...)
+		dst = append(dst, '"')
+	}
 	if len(env.Payload) > 0 {
 		dst = append(dst, `,"payload":`...)
 		buf := bytes.NewBuffer(dst)
@@ -191,7 +196,7 @@ func decodeEnvelope(body []byte) (*Envelope, error) {
 }
 
 // decodeCanonical decodes the envelope exactly as appendEnvelope writes it
-// ({"v":1,"id":"..","type":"..","sent_at":".."[,"payload":..]} with plain
+// ({"v":1,"id":"..","type":"..","sent_at":".."[,"trace":".."][,"payload":..]} with plain
 // strings), at a fraction of the cost of encoding/json. It returns nil for
 // anything else, which encoding/json then decodes; FuzzDecodeFrame checks
 // that both agree whenever this path accepts.
@@ -221,6 +226,13 @@ func decodeCanonical(b []byte) *Envelope {
 	env := &Envelope{V: 1}
 	if env.SentAt.UnmarshalJSON(ts) != nil {
 		return nil
+	}
+	if rest, ok := bytes.CutPrefix(b, []byte(`,"trace":"`)); ok {
+		var tr []byte
+		if tr, b, ok = cutPlain(rest); !ok || len(tr) == 0 {
+			return nil
+		}
+		env.Trace = string(tr)
 	}
 	if len(b) == 0 || b[len(b)-1] != '}' {
 		return nil

@@ -152,6 +152,9 @@ func FuzzDecodeFrame(f *testing.F) {
 	f.Add(append(binary.AppendUvarint(nil, 30), `{"v":1`...))
 	f.Add(frame(`{"v":1,"id":"a<&>","type":"task.request","sent_at":"2025-01-01T00:00:00.5+01:00","payload":{"a": [1, 2]}}`))
 	f.Add(frame(`{"v":1,"id":"x","type":"ping","sent_at":"2025-01-01T00:00:00Z","payload":null}`))
+	f.Add(frame(`{"v":1,"id":"t","type":"task.request","sent_at":"2025-01-01T00:00:00Z","trace":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","payload":{"a":1}}`))
+	f.Add(frame(`{"v":1,"id":"t","type":"ping","sent_at":"2025-01-01T00:00:00Z","trace":""}`))
+	f.Add(frame(`{"v":1,"id":"t","type":"ping","sent_at":"2025-01-01T00:00:00Z","trace":"a\"b"}`))
 	f.Add(frame(`{"v":1,"id":"x","type":"ping","sent_at":"2025-01-01T00:00:00Z","payload":"\u00e9"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		const limit = 4096

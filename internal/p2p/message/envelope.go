@@ -23,10 +23,14 @@ const (
 // Envelope is one framed message. A response carries the ID of its request.
 // The sender is never a field: it is the authenticated remote peer of the stream.
 type Envelope struct {
-	V       int             `json:"v"`
-	ID      string          `json:"id"`
-	Type    string          `json:"type"`
-	SentAt  time.Time       `json:"sent_at"`
+	V      int       `json:"v"`
+	ID     string    `json:"id"`
+	Type   string    `json:"type"`
+	SentAt time.Time `json:"sent_at"`
+	// Trace is the W3C traceparent of the sender's span when the message
+	// belongs to a sampled trace (DESIGN.md section 10); optional, so peers
+	// that neither send nor read it interoperate.
+	Trace   string          `json:"trace,omitempty"`
 	Payload json.RawMessage `json:"payload,omitempty"`
 }
 

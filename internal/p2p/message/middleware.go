@@ -9,8 +9,11 @@ import (
 	"runtime/debug"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/tracing"
 )
 
 // Handler handles one inbound message. from is the authenticated remote
@@ -28,7 +31,14 @@ type Middleware func(Handler) Handler
 // handler fails. Labels are resolved by metrics.Messages.For, so types
 // outside the closed set are recorded as "unknown" and recording does not
 // allocate. A nil m returns the handler unchanged.
-func MetricsMiddleware(m *metrics.Messages) Middleware {
+func MetricsMiddleware(m *metrics.Messages) Middleware { return ObserveMiddleware(m, nil) }
+
+// ObserveMiddleware is MetricsMiddleware that also traces: a message that
+// carries a sampled traceparent is handled under a server span "msg"
+// (attribute message.type), child of the sender's span, and its duration is
+// observed with the trace id as an exemplar. A message without one costs
+// one string comparison more. A nil tr traces nothing.
+func ObserveMiddleware(m *metrics.Messages, tr *tracing.Tracing) Middleware {
 	return func(next Handler) Handler {
 		if m == nil {
 			return next
@@ -37,8 +47,18 @@ func MetricsMiddleware(m *metrics.Messages) Middleware {
 			tm := m.For(req.Type)
 			tm.Received.Inc()
 			start := metrics.Now()
+			var span tracing.Span
+			if req.Trace != "" && tr != nil {
+				ctx, span = tr.Start(tracing.WithTraceparent(ctx, req.Trace), "msg", trace.SpanKindServer)
+			}
 			resp, err := next(ctx, from, req)
-			tm.Duration.Observe(metrics.Since(start))
+			if span.Recording() {
+				tracing.Observe(ctx, tm.Duration, metrics.Since(start))
+				span.SetAttributes(attribute.String("message.type", req.Type))
+				span.End(err)
+			} else {
+				tm.Duration.Observe(metrics.Since(start))
+			}
 			if err != nil {
 				tm.Error(errorReason(err)).Inc()
 			}

@@ -15,9 +15,12 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/oneline"
+	"github.com/p2p-ai-agents/p2p-agent/internal/tracing"
 )
 
 // ServiceConfig configures NewService; zero values take the defaults.
@@ -50,6 +53,11 @@ type ServiceConfig struct {
 	// DrainTimeout bounds how long Close waits for in-flight handlers
 	// (default 5s).
 	DrainTimeout time.Duration
+	// Tracing, when set, traces sampled messages: a span msg.send around
+	// each request whose context is sampled (its traceparent goes in the
+	// envelope), and a span msg around each handled message that carries
+	// one (child of the sender's span). Nil traces nothing.
+	Tracing *tracing.Tracing
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 }
@@ -132,7 +140,7 @@ func NewService(h host.Host, m *metrics.Messages, cfg ServiceConfig) *Service {
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "messages"),
 		rec:      recorder{m},
-		observe:  MetricsMiddleware(m),
+		observe:  ObserveMiddleware(m, cfg.Tracing),
 		held:     newInflight(cfg.MaxInflightBytes, cfg.MaxHandlersPerPeer),
 		handlers: make(map[string]route),
 		inbound:  make(map[*inboundStream]struct{}),
@@ -264,6 +272,20 @@ func (s *Service) Send(ctx context.Context, p peer.ID, env *Envelope) (*Envelope
 	if env.SentAt.IsZero() {
 		env.SentAt = time.Now().UTC()
 	}
+	ctx, span := s.cfg.Tracing.Start(ctx, "msg.send", trace.SpanKindClient)
+	if span.Recording() {
+		span.SetAttributes(attribute.String("message.type", env.Type), attribute.String("net.peer", p.String()))
+		env.Trace = tracing.Traceparent(ctx)
+		resp, err := s.send(ctx, p, env, deadline)
+		span.End(err)
+		return resp, err
+	}
+	return s.send(ctx, p, env, deadline)
+}
+
+// send encodes env and makes the round trip, retrying once on a new stream
+// when the kept one turned out to be dead.
+func (s *Service) send(ctx context.Context, p peer.ID, env *Envelope, deadline time.Time) (*Envelope, error) {
 	frame, err := encodeFrame(env, s.cfg.MaxMessageBytes)
 	if err != nil {
 		return nil, err
