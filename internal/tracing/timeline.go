@@ -50,11 +50,17 @@ func (t *Trace) WriteTimeline(w io.Writer) error {
 		return err
 	}
 	start, end := t.Spans[0].Start, t.Spans[0].End
+	names := map[string]string{} // peer ID -> node name, from the spans
+	for _, s := range t.Spans {
+		if s.Node != "" {
+			names[s.PeerID] = s.Node
+		}
+	}
 	nodeW, nameW := 1, 1
 	for _, s := range t.Spans {
 		end = later(end, s.End)
 		nodeW = max(nodeW, len(nodeName(s)))
-		nameW = max(nameW, len(label(s)))
+		nameW = max(nameW, len(label(s, names)))
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "trace %s   total %s   nodes %d", t.TraceID, ms(end.Sub(start)), t.Nodes())
@@ -63,7 +69,7 @@ func (t *Trace) WriteTimeline(w io.Writer) error {
 	}
 	b.WriteByte('\n')
 	for _, s := range t.Spans {
-		fmt.Fprintf(&b, "+%-9s %-*s  %-*s  %9s", ms(s.Start.Sub(start)), nodeW, nodeName(s), nameW, label(s), ms(s.Duration()))
+		fmt.Fprintf(&b, "+%-9s %-*s  %-*s  %9s", ms(s.Start.Sub(start)), nodeW, nodeName(s), nameW, label(s, names), ms(s.Duration()))
 		if s.Error != "" {
 			fmt.Fprintf(&b, "  error: %s", s.Error)
 		}
@@ -91,10 +97,14 @@ func nodeName(s SpanRecord) string {
 }
 
 // label is the span name followed by its most telling attribute: the task
-// type, the peer a dispatch went to, the storage backend.
-func label(s SpanRecord) string {
+// type, the peer a dispatch went to (by node name when known), the message
+// type, the storage backend, the API route.
+func label(s SpanRecord, names map[string]string) string {
 	for _, k := range []string{"task.type", "peer", "message.type", "storage.backend", "http.route"} {
 		if v := s.Attributes[k]; v != "" {
+			if n := names[v]; k == "peer" && n != "" {
+				v = n
+			}
 			return s.Name + " " + v
 		}
 	}

@@ -257,3 +257,70 @@ func mustID(t *testing.T, s string) trace.TraceID {
 	}
 	return id
 }
+
+// TestAssemble follows a trace over three stores: A dispatched to B, B to
+// C, and D is named but gone. C also claims a span of A's, which is
+// dropped: a peer speaks only for itself.
+func TestAssemble(t *testing.T) {
+	t0 := time.Unix(100, 0)
+	mk := func(peer, node string) *tracing.Store {
+		return tracing.NewStore(tracing.StoreConfig{PeerID: peer, Node: node})
+	}
+	stores := map[string]*tracing.Store{"A": mk("A", "alpha"), "B": mk("B", "bravo"), "C": mk("C", "charlie")}
+	ta := newTracingWithStore(t, stores["A"])
+	tb := newTracingWithStore(t, stores["B"])
+	tc := newTracingWithStore(t, stores["C"])
+
+	ctx, root := ta.StartRoot(context.Background(), "task.submit", trace.SpanKindServer, true)
+	dctx, d := ta.Start(ctx, "task.dispatch", trace.SpanKindClient)
+	d.SetAttributes(attribute.String("peer", "B"))
+	bctx, bs := tb.Start(tracing.WithTraceparent(context.Background(), tracing.Traceparent(dctx)), "msg", trace.SpanKindServer)
+	_, bd := tb.Start(bctx, "task.dispatch", trace.SpanKindClient)
+	bd.SetAttributes(attribute.String("peer", "C"))
+	_, bd2 := tb.Start(bctx, "task.dispatch", trace.SpanKindClient)
+	bd2.SetAttributes(attribute.String("peer", "D"))
+	_, cs := tc.Start(tracing.WithTraceparent(context.Background(), tracing.Traceparent(bctx)), "msg", trace.SpanKindServer)
+	for _, s := range []tracing.Span{cs, bd2, bd, bs, d, root} {
+		s.End(nil)
+	}
+	id := root.TraceID()
+	ask := func(_ context.Context, p, tid string) ([]tracing.SpanRecord, error) {
+		st := stores[p]
+		if st == nil {
+			return nil, errors.New("gone")
+		}
+		r, err := st.Answer(tracing.GetRequest{TraceID: tid}, 1<<20)
+		if p == "C" {
+			r.Spans = append(r.Spans, tracing.SpanRecord{SpanID: "f", Name: "forged", PeerID: "A", Start: t0, End: t0})
+		}
+		return r.Spans, err
+	}
+	tr, err := tracing.Assemble(context.Background(), id, stores["A"], "A", ask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range tr.Spans {
+		names = append(names, s.Node+":"+s.Name)
+	}
+	if fmt.Sprint(names) != "[alpha:task.submit alpha:task.dispatch bravo:msg bravo:task.dispatch bravo:task.dispatch charlie:msg]" {
+		t.Fatalf("spans %v", names)
+	}
+	if fmt.Sprint(tr.Incomplete) != "[D]" || tr.Nodes() != 3 {
+		t.Fatalf("incomplete %v nodes %d, want [D] 3", tr.Incomplete, tr.Nodes())
+	}
+	var b bytes.Buffer
+	_ = tr.WriteTimeline(&b)
+	if !strings.Contains(b.String(), "task.dispatch bravo ") || !strings.Contains(b.String(), "incomplete: no spans from D") {
+		t.Fatalf("timeline:\n%s", b.String())
+	}
+	if _, err := tracing.Assemble(context.Background(), "4bf92f3577b34da6a3ce929d0e0e4736", stores["A"], "A", ask); !errors.Is(err, tracing.ErrTraceNotFound) {
+		t.Fatalf("unknown trace: %v", err)
+	}
+	if _, err := tracing.Assemble(context.Background(), "nope", stores["A"], "A", ask); !errors.Is(err, tracing.ErrBadTraceID) {
+		t.Fatalf("bad id: %v", err)
+	}
+	if _, err := stores["A"].Answer(tracing.GetRequest{TraceID: "zz"}, 0); !errors.Is(err, tracing.ErrBadTraceID) {
+		t.Fatalf("Answer of a bad id: %v", err)
+	}
+}
