@@ -147,6 +147,7 @@ func newRootCmd(e *env) *cobra.Command {
 		newKVCmd(e),
 		newPingCmd(e),
 		newTaskCmd(e),
+		newTraceCmd(e),
 		newIDCmd(e),
 		newConfigCmd(e),
 		newVersionCmd(e),

@@ -23,6 +23,8 @@ type taskView struct {
 	Peer   string          `json:"peer"`
 	Result json.RawMessage `json:"result"`
 	Error  string          `json:"error"`
+	// TraceID is set when the task was traced.
+	TraceID string `json:"trace_id"`
 }
 
 func (t taskView) final() bool { return t.State == "succeeded" || t.State == "failed" }
@@ -72,6 +74,7 @@ func newTaskCmd(e *env) *cobra.Command {
 	input := submit.Flags().StringP("input", "i", "", "input file (JSON object, or plain text for text.chunk/text.embed); - reads stdin")
 	peerArg := submit.Flags().String("peer", "", "run the task on this peer (peer ID or multiaddr)")
 	wait := submit.Flags().Bool("wait", false, "wait for the result and print it")
+	traced := submit.Flags().Bool("trace", false, "trace the task across every node it touches (its trace id goes to stderr; see p2p-agent trace)")
 	submit.RunE = wrapRun(func(cmd *cobra.Command, args []string) error {
 		if *peerArg != "" {
 			if _, err := p2p.ParsePeer(*peerArg); err != nil {
@@ -83,13 +86,16 @@ func newTaskCmd(e *env) *cobra.Command {
 			return err
 		}
 		c := submitClient()
-		raw, err := c.SubmitTask(cmd.Context(), api.TaskRequest{Type: args[0], Input: in, Peer: *peerArg})
+		raw, err := c.SubmitTask(cmd.Context(), api.TaskRequest{Type: args[0], Input: in, Peer: *peerArg, Trace: *traced})
 		if err != nil {
 			return err
 		}
 		var t taskView
 		if err := json.Unmarshal(raw, &t); err != nil {
 			return fmt.Errorf("decoding task record: %w", err)
+		}
+		if t.TraceID != "" {
+			fmt.Fprintf(e.stderr, "trace %s\n", t.TraceID)
 		}
 		if !*wait {
 			fmt.Fprintln(e.stdout, t.ID)

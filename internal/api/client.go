@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/tracing"
 )
 
 // DefaultAddr is where the CLI looks for a node when --api and P2P_AGENT_API are unset.
@@ -194,4 +196,11 @@ func (c *Client) Task(ctx context.Context, id string) (json.RawMessage, error) {
 	var raw json.RawMessage
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/tasks/"+url.PathEscape(id), nil, "", &raw)
 	return raw, err
+}
+
+// Trace returns trace id assembled across the nodes that took part.
+func (c *Client) Trace(ctx context.Context, id string) (tracing.Trace, error) {
+	var t tracing.Trace
+	_, err := c.do(ctx, http.MethodGet, "/api/v1/traces/"+url.PathEscape(id), nil, "", &t)
+	return t, err
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/httplimit"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
+	"github.com/p2p-ai-agents/p2p-agent/internal/tracing"
 )
 
 // Sentinel errors the API maps to status codes; the node's adapters wrap
@@ -66,6 +67,11 @@ type ServerConfig struct {
 	// Limits bounds slow and greedy clients (zero fields take the defaults
 	// of package httplimit).
 	Limits Limits
+	// Tracing traces sampled requests (a span "api" per request, child of a
+	// sampled traceparent header); nil traces nothing.
+	Tracing *tracing.Tracing
+	// Traces assembles traces for GET /api/v1/traces/{id}; nil answers 503.
+	Traces TraceSource
 }
 
 // Limits bounds what slow and greedy clients can cost the API listener.
@@ -155,6 +161,7 @@ func NewServer(cfg ServerConfig, status StatusSource, store storage.Store, netwo
 	mux.HandleFunc("POST /api/v1/ping", s.work(s.handlePing))
 	mux.HandleFunc("POST /api/v1/tasks", s.work(s.handleTaskSubmit))
 	mux.HandleFunc("GET /api/v1/tasks/{id}", s.work(s.handleTaskGet))
+	mux.HandleFunc("GET /api/v1/traces/{id}", s.work(s.handleTrace))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -242,7 +249,7 @@ func (s *Server) work(h http.HandlerFunc) http.HandlerFunc {
 			writeError(w, http.StatusServiceUnavailable, "node is not active (starting or draining)")
 			return
 		}
-		h(w, r)
+		s.traced(w, r, h)
 	}
 }
 

@@ -72,6 +72,8 @@ type TaskRequest struct {
 	Type  string          `json:"type"`
 	Input json.RawMessage `json:"input"`
 	Peer  string          `json:"peer,omitempty"`
+	// Trace forces the task to be traced whatever tracing.sample_ratio says.
+	Trace bool `json:"trace,omitempty"`
 }
 
 // ErrorBody is the JSON shape of every error answer.

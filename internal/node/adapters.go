@@ -138,7 +138,7 @@ type taskAPI struct {
 }
 
 func (a *taskAPI) Submit(ctx context.Context, req api.TaskRequest) (any, error) {
-	sr := task.SubmitRequest{Type: req.Type, Input: req.Input}
+	sr := task.SubmitRequest{Type: req.Type, Input: req.Input, Trace: req.Trace}
 	if len(sr.Input) == 0 {
 		sr.Input = json.RawMessage(`{}`)
 	}

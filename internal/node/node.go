@@ -25,6 +25,7 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage/local"
 	redisstore "github.com/p2p-ai-agents/p2p-agent/internal/storage/redis"
 	"github.com/p2p-ai-agents/p2p-agent/internal/task"
+	"github.com/p2p-ai-agents/p2p-agent/internal/tracing"
 )
 
 // DrainTimeout bounds how long Shutdown waits for work in flight.
@@ -55,6 +56,7 @@ type Node struct {
 	host    *p2p.Host
 	service *message.Service
 	tasks   *task.Engine
+	tracing *tracing.Tracing
 
 	metricsSrv *metrics.Server
 	apiSrv     *api.Server
@@ -109,6 +111,12 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 
 	n.reg = metrics.NewRegistry(version, id.String())
 	n.sampler = metrics.NewSampler(n.reg, cfg.Metrics.SampleInterval, log)
+	if n.tracing, err = tracing.New(tracing.Config{
+		SampleRatio: cfg.Tracing.SampleRatio, MaxSpans: cfg.Tracing.MaxSpans, Retention: cfg.Tracing.Retention,
+		OTLPEndpoint: cfg.Tracing.OTLPEndpoint, Node: cfg.Node.Name, PeerID: id.String(), Version: version,
+	}); err != nil {
+		return nil, err
+	}
 
 	if err := n.openStore(ctx); err != nil {
 		return nil, err
@@ -127,6 +135,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		MaxValueBytes:         cfg.Storage.MaxValueBytes,
 		Retention:             cfg.Task.Retention,
 		MaxRecords:            cfg.Task.MaxRecords,
+		Tracing:               n.tracing,
 	})
 
 	n.host, err = p2p.NewHost(ctx, priv, p2p.HostConfig{
@@ -147,10 +156,12 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		MaxMessageBytes:    cfg.P2P.MaxMessageBytes,
 		MaxInflightBytes:   cfg.P2P.MaxInflightBytes,
 		MaxHandlersPerPeer: cfg.P2P.MaxHandlersPerPeer,
+		Tracing:            n.tracing,
 		Logger:             log,
 	})
 	tr.svc, tr.host = n.service, n.host
 	n.service.Handle(message.TypeTaskRequest, taskHandler(n.tasks))
+	n.service.Handle(tracing.TypeGet, traceHandler(n.tracing.Store(), cfg.P2P.MaxMessageBytes))
 	// tasks this node was running when it last stopped will never finish
 	if k, err := n.tasks.Recover(ctx); err != nil {
 		log.Warn("recovering interrupted tasks", "err", err)
@@ -180,6 +191,8 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		MaxBodyBytes:  cfg.P2P.MaxMessageBytes,
 		Logger:        log.With("component", "api"),
 		Classify:      classify,
+		Tracing:       n.tracing,
+		Traces:        n.Trace,
 		Limits: api.Limits{
 			ReadHeaderTimeout:    cfg.API.ReadHeaderTimeout,
 			BodyTimeout:          cfg.API.BodyTimeout,
@@ -249,7 +262,7 @@ func (n *Node) openStore(ctx context.Context) error {
 		backend = ls
 	}
 	n.backend = cfg.Storage.Backend
-	n.store = storage.Instrument(storage.Validate(backend, cfg.Storage.MaxValueBytes), metrics.NewStorage(n.reg), n.backend)
+	n.store = storage.InstrumentTraced(storage.Validate(backend, cfg.Storage.MaxValueBytes), metrics.NewStorage(n.reg), n.backend, n.tracing)
 	return nil
 }
 
@@ -413,6 +426,8 @@ func (n *Node) closeAll(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("%w: %w", ErrStoreClose, err))
 		}
 	}
+	// Last spans (the stop itself) go to the collector, if any.
+	errs = append(errs, n.tracing.Shutdown(ctx))
 	if n.dir != nil {
 		errs = append(errs, n.dir.release(n.failed.Load()))
 	}
