@@ -3,6 +3,8 @@ package main_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -178,4 +180,61 @@ func writeTemp(t *testing.T, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// TestExemplars traces a task on one node and finds its trace id as an
+// exemplar of the task and storage duration histograms: in the OpenMetrics
+// exposition, and in a real Prometheus with exemplar storage.
+func TestExemplars(t *testing.T) {
+	testenv.SkipIfShort(t, "starts the binary and prometheus")
+	n := testenv.StartNode(t, testenv.NodeOptions{Args: []string{"--tracing.sample_ratio=0"}})
+	_, stderr, code := n.CLI("task", "submit", "text.chunk", "--trace", "--wait", "--input", writeTemp(t, `{"text":"one two three"}`))
+	if code != 0 {
+		t.Fatalf("task submit: exit %d: %s", code, stderr)
+	}
+	traceID := strings.TrimPrefix(firstLine(stderr, "trace "), "trace ")
+	if len(traceID) != 32 {
+		t.Fatalf("no trace id on stderr: %q", stderr)
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, n.MetricsURL, nil)
+	req.Header.Set("Accept", "application/openmetrics-text; version=1.0.0")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	want := `# {trace_id="` + traceID + `"}`
+	for _, family := range []string{"task_duration_seconds_bucket{", "storage_operation_duration_seconds_bucket{"} {
+		found := false
+		for line := range strings.SplitSeq(string(body), "\n") {
+			if strings.HasPrefix(line, family) && strings.Contains(line, want) {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("OpenMetrics exposition: no %s line with exemplar %s", family, want)
+		}
+	}
+
+	p := testenv.StartPrometheusWithFlags(t, fmt.Sprintf(`global:
+  scrape_interval: 500ms
+scrape_configs:
+  - job_name: node
+    static_configs:
+      - targets: [%q]
+`, strings.TrimPrefix(n.MetricsBase(), "http://")), "--enable-feature=exemplar-storage")
+	testenv.Eventually(t, 30*time.Second, func() error {
+		ex, err := p.QueryExemplars(`task_duration_seconds_bucket{type="text.chunk"}`)
+		if err != nil {
+			return err
+		}
+		for _, e := range ex {
+			if e.Labels["trace_id"] == traceID {
+				return nil
+			}
+		}
+		return fmt.Errorf("no exemplar with trace_id %s among %d", traceID, len(ex))
+	})
 }

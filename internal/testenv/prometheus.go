@@ -378,3 +378,44 @@ func (p *Prometheus) Rules() ([]Rule, error) {
 	}
 	return out, nil
 }
+
+// Exemplar is one exemplar returned by /api/v1/query_exemplars.
+type Exemplar struct {
+	SeriesLabels map[string]string
+	Labels       map[string]string
+	Value        float64
+}
+
+// QueryExemplars returns the exemplars of the series selected by expr over
+// the last hour (Prometheus must run with --enable-feature=exemplar-storage).
+func (p *Prometheus) QueryExemplars(expr string) ([]Exemplar, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	now := time.Now()
+	data, err := p.api(ctx, "query_exemplars", url.Values{
+		"query": {expr},
+		"start": {strconv.FormatInt(now.Add(-time.Hour).Unix(), 10)},
+		"end":   {strconv.FormatInt(now.Add(time.Minute).Unix(), 10)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("query_exemplars %q: %w", expr, err)
+	}
+	var series []struct {
+		SeriesLabels map[string]string `json:"seriesLabels"`
+		Exemplars    []struct {
+			Labels map[string]string `json:"labels"`
+			Value  string            `json:"value"`
+		} `json:"exemplars"`
+	}
+	if err := json.Unmarshal(data, &series); err != nil {
+		return nil, fmt.Errorf("query_exemplars %q: %w", expr, err)
+	}
+	var out []Exemplar
+	for _, s := range series {
+		for _, e := range s.Exemplars {
+			v, _ := strconv.ParseFloat(e.Value, 64)
+			out = append(out, Exemplar{SeriesLabels: s.SeriesLabels, Labels: e.Labels, Value: v})
+		}
+	}
+	return out, nil
+}
