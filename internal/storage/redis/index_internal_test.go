@@ -17,7 +17,7 @@ func TestPrefixEnd(t *testing.T) {
 		{"a\xff\xff", "b", true},
 		{"\xff", "", false},
 		{"\xff\xff", "", false},
-		{"é", "\xc3\xaa", true},   // U+00E9 is C3 A9
+		{"é", "\xc3\xaa", true},     // U+00E9 is C3 A9
 		{"日", "\xe6\x97\xa6", true}, // U+65E5 is E6 97 A5
 		{"k\x7f", "k\x80", true},
 	}
