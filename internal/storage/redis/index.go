@@ -2,6 +2,7 @@ package redisstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"slices"
@@ -36,12 +37,23 @@ import (
 // only if its key does not exist, atomically with respect to the writes.
 //
 // Cluster: a key and its index shard are in different slots, so they cannot
-// share a transaction. Put adds the index entry BEFORE the SET and Delete
-// removes it AFTER the DEL; a failure or crash between the two leaves at most a
-// dangling entry, never an unlisted key. Listing skips dangling entries but
-// does not remove them: with no transaction across slots, a removal could race
-// a Put that re-adds the member before its SET and lose it. A Delete of the
-// key removes the entry.
+// share a transaction, and the invariant is kept by ordering and re-checking
+// (every step below is one round trip):
+//
+//	Put:     ZADD entry; SET key; ZSCORE entry, ZADD it again if missing
+//	Delete:  DEL key; ZREM entry; EXISTS key, ZADD the entry again if present
+//	sweep:   (GET key was nil) ZREM entry; EXISTS key, ZADD again if present
+//
+// Whatever the interleaving, once the operations are over a stored key has
+// its entry: if a removal's ZREM lands between a Put's ZADD and SET, either
+// the removal's EXISTS comes after the SET and re-adds the entry, or it comes
+// before, and then so does the ZREM and the Put's ZSCORE, after the SET, sees
+// the entry missing and re-adds it. Adding before the SET and removing after
+// the DEL means a failure or crash between two steps leaves at most a dangling
+// entry, never an unlisted key; the one exception is a process dying between
+// a Put's SET and its ZSCORE while a Delete or sweep of the same key runs
+// between its ZADD and SET. The price: three round trips per Put and Delete
+// instead of one.
 const (
 	indexSuffix   = "\x00idx"
 	markerSuffix  = "\x00idx:v1:"
@@ -182,22 +194,98 @@ for i, m in ipairs(ARGV) do
 end
 return n`)
 
-// sweep removes the dangling index entries gone, best effort (standalone
-// only: see the index comment for why a cluster keeps them).
+// sweep removes the dangling index entries gone, best effort: listing found
+// no value for them.
 func (s *Store) sweep(ctx context.Context, gone []string) {
-	if len(gone) == 0 || s.cluster != nil {
+	if len(gone) == 0 {
 		return
 	}
-	keys := make([]string, 0, len(gone)+1)
-	keys = append(keys, s.index[0])
-	args := make([]any, len(gone))
-	for i, m := range gone {
-		keys = append(keys, s.prefix+m)
-		args[i] = m
+	var err error
+	if s.cluster != nil {
+		err = s.clusterSweep(ctx, gone)
+	} else {
+		keys := make([]string, 0, len(gone)+1)
+		keys = append(keys, s.index[0])
+		args := make([]any, len(gone))
+		for i, m := range gone {
+			keys = append(keys, s.prefix+m)
+			args[i] = m
+		}
+		err = sweepScript.Run(ctx, s.single, keys, args...).Err()
 	}
-	if err := sweepScript.Run(ctx, s.single, keys, args...).Err(); err != nil {
+	if err != nil {
 		s.log.Debug("Redis index sweep failed", "err", err)
 	}
+}
+
+// clusterPut writes key in a cluster: index entry, value, then the check
+// that no concurrent removal took the entry away (see the index comment).
+func (s *Store) clusterPut(ctx context.Context, wait bool, key string, value []byte) error {
+	ik, k := s.indexKey(key), s.prefix+key
+	add := func(cmd redis.Cmdable) error { return cmd.ZAdd(ctx, ik, redis.Z{Member: key}).Err() }
+	if err := s.exec(ctx, wait, ik, add); err != nil {
+		return err
+	}
+	if err := s.exec(ctx, wait, k, func(cmd redis.Cmdable) error { return cmd.Set(ctx, k, value, 0).Err() }); err != nil {
+		return err
+	}
+	switch err := s.client.ZScore(ctx, ik, key).Err(); {
+	case errors.Is(err, redis.Nil):
+		return s.exec(ctx, wait, ik, add)
+	default:
+		return err
+	}
+}
+
+// clusterDelete deletes key in a cluster: value, index entry, then the
+// check that no concurrent Put stored the key again meanwhile. The removal
+// of the entry is not waited for: losing it in a failover only leaves a
+// dangling entry.
+func (s *Store) clusterDelete(ctx context.Context, wait bool, key string) error {
+	ik, k := s.indexKey(key), s.prefix+key
+	if err := s.exec(ctx, wait, k, func(cmd redis.Cmdable) error { return cmd.Del(ctx, k).Err() }); err != nil {
+		return err
+	}
+	if err := s.client.ZRem(ctx, ik, key).Err(); err != nil {
+		return err
+	}
+	n, err := s.client.Exists(ctx, k).Result()
+	if err != nil || n == 0 {
+		return err
+	}
+	return s.exec(ctx, wait, ik, func(cmd redis.Cmdable) error { return cmd.ZAdd(ctx, ik, redis.Z{Member: key}).Err() })
+}
+
+// clusterSweep removes the entries of members whose key listing found gone,
+// then re-adds those whose key a concurrent Put stored meanwhile. Each step
+// is one pipeline over the nodes.
+func (s *Store) clusterSweep(ctx context.Context, gone []string) error {
+	if _, err := s.cluster.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, m := range gone {
+			p.ZRem(ctx, s.indexKey(m), m)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	exists := make([]*redis.IntCmd, len(gone))
+	if _, err := s.cluster.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, m := range gone {
+			exists[i] = p.Exists(ctx, s.prefix+m)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	_, err := s.cluster.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, m := range gone {
+			if exists[i].Val() == 1 {
+				p.ZAdd(ctx, s.indexKey(m), redis.Z{Member: m})
+			}
+		}
+		return nil
+	})
+	return err
 }
 
 // ensureIndex adds the keys stored before the index existed (by an earlier

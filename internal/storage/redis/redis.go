@@ -304,24 +304,15 @@ func (s *Store) Get(ctx context.Context, key string, c storage.Consistency) ([]b
 	return []byte(v), nil
 }
 
-// Put stores value under key and its index entry. A Strong write with
-// MinReplicas set also waits for that many replicas to acknowledge it.
+// Put stores value under key and its index entry (standalone: in one
+// MULTI/EXEC; cluster: see clusterPut). A Strong write with MinReplicas set
+// also waits for that many replicas to acknowledge it.
 func (s *Store) Put(ctx context.Context, key string, value []byte, c storage.Consistency) error {
 	k := s.prefix + key
 	wait := c == storage.Strong && s.minReplicas > 0
 	return s.retry(ctx, "put", func() error {
 		if s.cluster != nil {
-			// The index entry first: the index always covers the keys.
-			ik := s.indexKey(key)
-			err := s.exec(ctx, wait, ik, func(cmd redis.Cmdable) error {
-				return cmd.ZAdd(ctx, ik, redis.Z{Member: key}).Err()
-			})
-			if err != nil {
-				return err
-			}
-			return s.exec(ctx, wait, k, func(cmd redis.Cmdable) error {
-				return cmd.Set(ctx, k, value, 0).Err()
-			})
+			return s.clusterPut(ctx, wait, key, value)
 		}
 		return s.exec(ctx, wait, k, func(cmd redis.Cmdable) error {
 			_, err := cmd.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -334,22 +325,14 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, c storage.Con
 	})
 }
 
-// Delete removes key and its index entry; deleting a missing key succeeds.
+// Delete removes key and its index entry (standalone: in one MULTI/EXEC;
+// cluster: see clusterDelete); deleting a missing key succeeds.
 func (s *Store) Delete(ctx context.Context, key string, c storage.Consistency) error {
 	k := s.prefix + key
 	wait := c == storage.Strong && s.minReplicas > 0
 	return s.retry(ctx, "delete", func() error {
 		if s.cluster != nil {
-			err := s.exec(ctx, wait, k, func(cmd redis.Cmdable) error {
-				return cmd.Del(ctx, k).Err()
-			})
-			if err != nil {
-				return err
-			}
-			// The index entry last: until it is gone it is a dangling
-			// entry, which listing skips. Losing it in a failover only
-			// leaves such an entry, so it is not waited for.
-			return s.client.ZRem(ctx, s.indexKey(key), key).Err()
+			return s.clusterDelete(ctx, wait, key)
 		}
 		return s.exec(ctx, wait, k, func(cmd redis.Cmdable) error {
 			_, err := cmd.TxPipelined(ctx, func(p redis.Pipeliner) error {
