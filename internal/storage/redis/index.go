@@ -158,27 +158,69 @@ func (s *Store) members(ctx context.Context, prefix, after string, n int) ([]str
 	if s.cluster == nil {
 		return s.single.ZRangeArgs(ctx, arg(s.index[0])).Result()
 	}
-	cmds := make([]*redis.StringSliceCmd, len(s.index))
-	if _, err := s.cluster.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, k := range s.index {
-			cmds[i] = p.ZRangeArgs(ctx, arg(k))
+	return s.clusterMembers(ctx, start, stop, n)
+}
+
+// clusterMembers merges the n smallest members in [start, stop) over the
+// shards. Each shard holds about 1/16 of the members, so it is first asked
+// for twice its share; a shard is asked for more (twice as many each time)
+// only while it may still hold members below the n-th smallest found so
+// far: it is not exhausted and its last member read is below that cut.
+func (s *Store) clusterMembers(ctx context.Context, start, stop string, n int) ([]string, error) {
+	type shard struct {
+		key, from string
+		got       []string
+		done      bool
+	}
+	shards := make([]*shard, len(s.index))
+	for i, k := range s.index {
+		shards[i] = &shard{key: k, from: start}
+	}
+	per := min(n, 2*n/len(shards)+16)
+	for {
+		var ask []*shard
+		var cmds []*redis.StringSliceCmd
+		_, err := s.cluster.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, sh := range shards {
+				if sh.done {
+					continue
+				}
+				ask = append(ask, sh)
+				cmds = append(cmds, p.ZRangeArgs(ctx, redis.ZRangeArgs{Key: sh.key, Start: sh.from, Stop: stop, ByLex: true, Count: int64(per)}))
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, err
 		}
-		return nil
-	}); err != nil {
-		return nil, err
+		for i, sh := range ask {
+			batch := cmds[i].Val()
+			sh.got = append(sh.got, batch...)
+			if len(batch) < per {
+				sh.done = true
+			} else {
+				sh.from = "(" + batch[len(batch)-1]
+			}
+		}
+		var all []string
+		for _, sh := range shards {
+			all = append(all, sh.got...)
+		}
+		// Shards hold disjoint members (a member has one shard).
+		slices.Sort(all)
+		more := false
+		for _, sh := range shards {
+			if !sh.done && (len(all) < n || sh.got[len(sh.got)-1] < all[n-1]) {
+				more = true
+			} else {
+				sh.done = true
+			}
+		}
+		if !more {
+			return all[:min(n, len(all))], nil
+		}
+		per = min(n, 2*per)
 	}
-	var out []string
-	for _, c := range cmds {
-		out = append(out, c.Val()...)
-	}
-	// Every shard is sorted; their union is sorted here and cut to the n
-	// smallest. Shards hold disjoint members (a member has one shard).
-	slices.Sort(out)
-	out = slices.Compact(out)
-	if len(out) > n {
-		out = out[:n]
-	}
-	return out, nil
 }
 
 // sweepScript removes index members whose key does not exist: KEYS[1] is

@@ -431,3 +431,47 @@ func testConcurrentIndex(t *testing.T, addrs []string) {
 	}
 	t.Logf("%d of %d races ended with the key stored", storedAtEnd, nKeys*nRounds)
 }
+
+// TestClusterPageFromOneShard pages through keys that all live in one index
+// shard, below keys spread over the others: the merge must keep asking that
+// shard for more instead of stopping at its first share.
+func TestClusterPageFromOneShard(t *testing.T) {
+	c := testenv.StartRedisCluster(t, 3)
+	s := newStore(t, redisstore.Options{Addrs: c.Addrs()})
+	ctx := context.Background()
+	shard := redisstore.IndexKeyOf(s, "a0000")
+	var want []string
+	for i := 0; len(want) < 300; i++ {
+		k := fmt.Sprintf("a%04d", i)
+		if redisstore.IndexKeyOf(s, k) != shard {
+			continue
+		}
+		want = append(want, k)
+		if err := s.Put(ctx, k, []byte(k), storage.Eventual); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 300; i++ {
+		if err := s.Put(ctx, fmt.Sprintf("b%04d", i), []byte("b"), storage.Eventual); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kvs, next, err := s.ListPage(ctx, "", "", 250, storage.Strong)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]string, len(kvs))
+	for i, kv := range kvs {
+		got[i] = kv.Key
+	}
+	if !slices.Equal(got, want[:250]) || next != want[249] {
+		t.Fatalf("first page: %d keys (first %q), next %q; want the 250 smallest of one shard", len(got), got[:min(3, len(got))], next)
+	}
+	kvs, next, err = s.ListPage(ctx, "", next, 100, storage.Strong)
+	if err != nil || len(kvs) != 100 || kvs[49].Key != want[299] || kvs[50].Key != "b0000" || next != "b0049" {
+		t.Fatalf("second page: %d keys, next %q, %v", len(kvs), next, err)
+	}
+	if got := listKeys(t, s, ""); len(got) != 600 || got[299] != want[299] || got[599] != "b0299" {
+		t.Fatalf("List = %d keys", len(got))
+	}
+}
