@@ -146,6 +146,7 @@ const (
 //
 //	index/page   the store's ListPage(prefix, "", 100): the key index
 //	index/list   the store's List(prefix)
+//	index/page10000  the first page of 10,000 of the 100,000 keys
 //	scan         what List did before the index, with raw go-redis: SCAN
 //	             MATCH prefix* COUNT 1000 over every primary, then the values
 //
@@ -201,6 +202,15 @@ func benchList(b *testing.B, addrs []string) {
 		for b.Loop() {
 			kvs, err := st.List(ctx, listPrefix, storage.Strong)
 			check(b, len(kvs), err)
+		}
+	})
+	b.Run("index/page10000", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			kvs, _, err := st.ListPage(ctx, "list/", "", 10_000, storage.Strong)
+			if err != nil || len(kvs) != 10_000 {
+				b.Fatalf("listed %d keys, %v; want 10000", len(kvs), err)
+			}
 		}
 	})
 	b.Run("scan", func(b *testing.B) {
