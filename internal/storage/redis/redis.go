@@ -3,8 +3,11 @@
 // stored under a key prefix so that several applications (or tests) can share
 // one Redis. Transient failures are retried here, with exponential backoff,
 // and then surface as errors wrapping storage.ErrUnavailable; the store keeps
-// working once Redis is back. Like every backend it neither validates keys
-// (storage.Validate does) nor records metrics (storage.Instrument does).
+// working once Redis is back. Listing by prefix reads a key index the store
+// keeps beside the data, in sorted sets, so that a page costs O(log n +
+// page) rather than a SCAN of the keyspace (index.go). Like every backend it
+// neither validates keys (storage.Validate does; the index relies on keys
+// never containing NUL) nor records metrics (storage.Instrument does).
 package redisstore
 
 import (
@@ -111,7 +114,8 @@ type Store struct {
 var _ storage.Store = (*Store)(nil)
 
 // New connects to Redis and checks it answers PING, retrying like any
-// operation. It fails with an error wrapping storage.ErrUnavailable when
+// operation; the first store opened on a key prefix also adds the keys stored
+// there by earlier versions to the key index (see ensureIndex). It fails with an error wrapping storage.ErrUnavailable when
 // Redis cannot be reached at start (the node refuses to start on an
 // unreachable backend); later outages are survived and recovered from.
 func New(ctx context.Context, opts Options) (*Store, error) {
