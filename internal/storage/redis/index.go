@@ -358,7 +358,6 @@ func (s *Store) ensureIndex(ctx context.Context) error {
 
 func (s *Store) backfill(ctx context.Context) (int, error) {
 	pattern := EscapeGlob(s.prefix) + "*"
-	own := s.prefix + "\x00" // the index and marker keys
 	var total atomic.Int64
 	scan := func(ctx context.Context, node *redis.Client) error {
 		var cursor uint64
@@ -370,10 +369,12 @@ func (s *Store) backfill(ctx context.Context) (int, error) {
 			byShard := make(map[string][]redis.Z)
 			n := 0
 			for _, k := range batch {
-				if strings.HasPrefix(k, own) {
+				m := k[len(s.prefix):]
+				if strings.Contains(m, "\x00") {
+					// Not a store key: this store's index and marker,
+					// or those of a store whose prefix extends ours.
 					continue
 				}
-				m := k[len(s.prefix):]
 				ik := s.indexKey(m)
 				byShard[ik] = append(byShard[ik], redis.Z{Member: m})
 				n++

@@ -71,6 +71,10 @@ func testIndexBackfill(t *testing.T, addrs []string) {
 	if err := raw.Set(ctx, strings.TrimSuffix(prefix, ":")+"X:old/0", "other", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
+	// The index of a store whose prefix extends this one is not a key.
+	if err := raw.ZAdd(ctx, prefix+"nested:\x00idx", redis.Z{Member: "k"}).Err(); err != nil {
+		t.Fatal(err)
+	}
 
 	stores := make([]*redisstore.Store, 4)
 	var wg sync.WaitGroup
