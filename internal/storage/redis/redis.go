@@ -251,8 +251,9 @@ func (s *Store) KeyPrefix() string { return s.prefix }
 // RetryBudget is the longest time one operation can take before it fails
 // with ErrUnavailable, when every attempt runs into the pool, dial, write
 // and read timeouts (and the WAIT timeout for Strong writes when
-// MinReplicas is set) and every pause is the longest possible. List makes
-// several round trips per attempt and may take longer.
+// MinReplicas is set) and every pause is the longest possible. List, and
+// Put and Delete in cluster mode (three steps, see index.go), make several
+// round trips per attempt and may take longer.
 func (s *Store) RetryBudget() time.Duration {
 	per := s.perAttempt
 	if s.minReplicas > 0 {
