@@ -206,8 +206,10 @@ func (s *Store) clusterMembers(ctx context.Context, start, stop string, n int) (
 		for _, sh := range shards {
 			all = append(all, sh.got...)
 		}
-		// Shards hold disjoint members (a member has one shard).
+		// A member has one shard, so shards are disjoint; Compact only
+		// guards against an entry added by hand to a second shard.
 		slices.Sort(all)
+		all = slices.Compact(all)
 		more := false
 		for _, sh := range shards {
 			if !sh.done && (len(all) < n || sh.got[len(sh.got)-1] < all[n-1]) {
