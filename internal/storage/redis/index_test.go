@@ -479,3 +479,30 @@ func TestClusterPageFromOneShard(t *testing.T) {
 		t.Fatalf("List = %d keys", len(got))
 	}
 }
+
+// TestClusterIndexWithMinReplicas writes with WAIT on a 3+3 cluster: the
+// index entry's ZADD and the SET each wait on their own master's replica.
+func TestClusterIndexWithMinReplicas(t *testing.T) {
+	c := testenv.StartRedisClusterWithReplicas(t, 3, 1)
+	s := newStore(t, redisstore.Options{Addrs: c.Addrs(), MinReplicas: 1, WaitTimeout: 5 * time.Second})
+	ctx := context.Background()
+	var want []string
+	for i := 0; i < 30; i++ {
+		k := fmt.Sprintf("w%02d", i)
+		want = append(want, k)
+		if err := s.Put(ctx, k, []byte(k), storage.Strong); err != nil {
+			t.Fatalf("Strong Put with replicas: %v", err)
+		}
+	}
+	if got := listKeys(t, s, "w"); !slices.Equal(got, want) {
+		t.Fatalf("List = %q", got)
+	}
+	for _, k := range want[:10] {
+		if err := s.Delete(ctx, k, storage.Strong); err != nil {
+			t.Fatalf("Strong Delete with replicas: %v", err)
+		}
+	}
+	if got := listKeys(t, s, "w"); !slices.Equal(got, want[10:]) {
+		t.Fatalf("List after deletes = %q", got)
+	}
+}
