@@ -4,10 +4,14 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
@@ -47,6 +51,7 @@ func newBenchFixture(b *testing.B) *benchFixture {
 		f.keys = append(f.keys, k)
 		f.wireKeys = append(f.wireKeys, s.KeyPrefix()+k)
 		pipe.Set(ctx, s.KeyPrefix()+k, f.value, 0)
+		pipe.ZAdd(ctx, redisstore.IndexKeyOf(s, k), redis.Z{Member: k})
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		b.Fatal(err)
@@ -79,8 +84,11 @@ func run(b *testing.B, goroutines int, op func(i int) error) {
 }
 
 // BenchmarkPut compares a raw go-redis SET (same client, same pool) with
-// the store's Strong Put (MinReplicas 0: a plain SET plus the store's
-// retry loop, validation and instrumentation).
+// the store's Strong Put (MinReplicas 0: the SET and its index entry in one
+// MULTI/EXEC, plus the store's retry loop, validation and instrumentation).
+// raw-indexed is the same MULTI/EXEC of ZADD and SET sent raw: store vs
+// raw-indexed is the store's own overhead, raw-indexed vs raw the price of
+// the index.
 func BenchmarkPut(b *testing.B) {
 	ctx := context.Background()
 	f := newBenchFixture(b)
@@ -88,6 +96,17 @@ func BenchmarkPut(b *testing.B) {
 	for _, n := range clientCounts {
 		b.Run(fmt.Sprintf("c%d/raw", n), func(b *testing.B) {
 			run(b, n, func(i int) error { return cl.Set(ctx, f.wireKeys[i%benchKeys], f.value, 0).Err() })
+		})
+		b.Run(fmt.Sprintf("c%d/raw-indexed", n), func(b *testing.B) {
+			run(b, n, func(i int) error {
+				k := f.keys[i%benchKeys]
+				_, err := cl.TxPipelined(ctx, func(p redis.Pipeliner) error {
+					p.ZAdd(ctx, redisstore.IndexKeyOf(f.raw, k), redis.Z{Member: k})
+					p.Set(ctx, f.wireKeys[i%benchKeys], f.value, 0)
+					return nil
+				})
+				return err
+			})
 		})
 		b.Run(fmt.Sprintf("c%d/store", n), func(b *testing.B) {
 			run(b, n, func(i int) error { return f.store.Put(ctx, f.keys[i%benchKeys], f.value, storage.Strong) })
@@ -114,4 +133,172 @@ func BenchmarkGet(b *testing.B) {
 			})
 		})
 	}
+}
+
+const (
+	listBenchKeys = 100_000
+	listPrefix    = "list/0012" // list/001200 .. list/001299: 100 keys
+	listWant      = 100
+)
+
+// BenchmarkListPrefix lists the 100 keys under one prefix among 100,000,
+// standalone and on a 3-master cluster:
+//
+//	index/page   the store's ListPage(prefix, "", 100): the key index
+//	index/list   the store's List(prefix)
+//	index/page10000  the first page of 10,000 of the 100,000 keys
+//	scan         what List did before the index, with raw go-redis: SCAN
+//	             MATCH prefix* COUNT 1000 over every primary, then the values
+//
+// The keys are written raw, without index entries (as earlier versions did),
+// before the store is opened, so opening it runs the backfill (reported once
+// as backfill-ms).
+func BenchmarkListPrefix(b *testing.B) {
+	b.Run("standalone", func(b *testing.B) {
+		r := testenv.StartRedis(b)
+		benchList(b, []string{r.Addr()})
+	})
+	b.Run("cluster", func(b *testing.B) {
+		c := testenv.StartRedisCluster(b, 3)
+		benchList(b, c.Addrs())
+	})
+}
+
+func benchList(b *testing.B, addrs []string) {
+	ctx := context.Background()
+	prefix := uniquePrefix(b)
+	raw := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: addrs})
+	b.Cleanup(func() { _ = raw.Close() })
+	value := make([]byte, benchValueBytes)
+	for start := 0; start < listBenchKeys; start += 10_000 {
+		pipe := raw.Pipeline()
+		for i := start; i < start+10_000; i++ {
+			pipe.Set(ctx, fmt.Sprintf("%slist/%06d", prefix, i), value, 0)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	begin := time.Now()
+	s := newStore(b, redisstore.Options{Addrs: addrs, KeyPrefix: prefix})
+	backfill := time.Since(begin)
+	st := storage.Instrument(storage.Validate(s, 0), metrics.NewStorage(prometheus.NewRegistry()), "redis")
+
+	check := func(b *testing.B, n int, err error) {
+		if err != nil || n != listWant {
+			b.Fatalf("listed %d keys, %v; want %d", n, err, listWant)
+		}
+	}
+	b.Run("index/page", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			kvs, _, err := st.ListPage(ctx, listPrefix, "", listWant, storage.Strong)
+			check(b, len(kvs), err)
+		}
+		b.ReportMetric(float64(backfill.Milliseconds()), "backfill-ms")
+	})
+	b.Run("index/list", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			kvs, err := st.List(ctx, listPrefix, storage.Strong)
+			check(b, len(kvs), err)
+		}
+	})
+	b.Run("index/page10000", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			kvs, _, err := st.ListPage(ctx, "list/", "", 10_000, storage.Strong)
+			if err != nil || len(kvs) != 10_000 {
+				b.Fatalf("listed %d keys, %v; want 10000", len(kvs), err)
+			}
+		}
+	})
+	b.Run("scan", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			n, err := scanList(ctx, raw, redisstore.EscapeGlob(prefix+listPrefix)+"*")
+			check(b, n, err)
+		}
+	})
+}
+
+// scanList is the listing of earlier versions, with raw go-redis: SCAN
+// MATCH over every primary, then GET of every key found. It returns how
+// many values it got.
+func scanList(ctx context.Context, cl redis.UniversalClient, pattern string) (int, error) {
+	var (
+		mu   sync.Mutex
+		keys []string
+	)
+	scan := func(ctx context.Context, node *redis.Client) error {
+		var cursor uint64
+		for {
+			batch, next, err := node.Scan(ctx, cursor, pattern, 1000).Result()
+			if err != nil {
+				return err
+			}
+			mu.Lock()
+			keys = append(keys, batch...)
+			mu.Unlock()
+			if next == 0 {
+				return nil
+			}
+			cursor = next
+		}
+	}
+	var err error
+	if cc, ok := cl.(*redis.ClusterClient); ok {
+		err = cc.ForEachMaster(ctx, scan)
+	} else {
+		err = scan(ctx, cl.(*redis.Client))
+	}
+	if err != nil {
+		return 0, err
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	cmds := make([]*redis.StringCmd, len(keys))
+	if _, err := cl.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range keys {
+			cmds[i] = p.Get(ctx, k)
+		}
+		return nil
+	}); err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, c := range cmds {
+		if c.Err() == nil {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// BenchmarkClusterWrite compares raw SET / DEL with the store's Put and
+// Delete on a 3-master cluster, where the index costs two more round trips
+// per write (see index.go).
+func BenchmarkClusterWrite(b *testing.B) {
+	ctx := context.Background()
+	c := testenv.StartRedisCluster(b, 3)
+	s := newStore(b, redisstore.Options{Addrs: c.Addrs()})
+	st := storage.Instrument(storage.Validate(s, 0), metrics.NewStorage(prometheus.NewRegistry()), "redis")
+	cl := s.Client()
+	value := make([]byte, benchValueBytes)
+	keys := make([]string, benchKeys)
+	for i := range keys {
+		keys[i] = fmt.Sprintf("bench/%08d", i)
+	}
+	b.Run("put/raw", func(b *testing.B) {
+		run(b, 1, func(i int) error { return cl.Set(ctx, s.KeyPrefix()+keys[i%benchKeys], value, 0).Err() })
+	})
+	b.Run("put/store", func(b *testing.B) {
+		run(b, 1, func(i int) error { return st.Put(ctx, keys[i%benchKeys], value, storage.Strong) })
+	})
+	b.Run("delete/raw", func(b *testing.B) {
+		run(b, 1, func(i int) error { return cl.Del(ctx, s.KeyPrefix()+keys[i%benchKeys]).Err() })
+	})
+	b.Run("delete/store", func(b *testing.B) {
+		run(b, 1, func(i int) error { return st.Delete(ctx, keys[i%benchKeys], storage.Strong) })
+	})
 }

@@ -3,8 +3,11 @@
 // stored under a key prefix so that several applications (or tests) can share
 // one Redis. Transient failures are retried here, with exponential backoff,
 // and then surface as errors wrapping storage.ErrUnavailable; the store keeps
-// working once Redis is back. Like every backend it neither validates keys
-// (storage.Validate does) nor records metrics (storage.Instrument does).
+// working once Redis is back. Listing by prefix reads a key index the store
+// keeps beside the data, in sorted sets, so that a page costs O(log n +
+// page) rather than a SCAN of the keyspace (index.go). Like every backend it
+// neither validates keys (storage.Validate does; the index relies on keys
+// never containing NUL) nor records metrics (storage.Instrument does).
 package redisstore
 
 import (
@@ -16,6 +19,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,8 +43,8 @@ const (
 	DefaultWaitTimeout     = time.Second
 )
 
-// scanCount is the COUNT hint of every SCAN, and the batch size of the value
-// fetches that follow it.
+// scanCount is the COUNT hint of the SCAN of the index backfill, and the
+// number of index members List reads at a time.
 const scanCount = 1000
 
 // Options configure a Redis store. Addrs or URL names the server; everything
@@ -91,6 +95,8 @@ type Store struct {
 	single  *redis.Client         // non-nil in standalone mode (same as client)
 
 	prefix      string
+	index       []string // index sorted sets (see index.go)
+	marker      string   // set once the keys of earlier versions are indexed
 	maxRetries  int
 	backoff     time.Duration
 	maxBackoff  time.Duration
@@ -108,7 +114,8 @@ type Store struct {
 var _ storage.Store = (*Store)(nil)
 
 // New connects to Redis and checks it answers PING, retrying like any
-// operation. It fails with an error wrapping storage.ErrUnavailable when
+// operation; the first store opened on a key prefix also adds the keys stored
+// there by earlier versions to the key index (see ensureIndex). It fails with an error wrapping storage.ErrUnavailable when
 // Redis cannot be reached at start (the node refuses to start on an
 // unreachable backend); later outages are survived and recovered from.
 func New(ctx context.Context, opts Options) (*Store, error) {
@@ -161,8 +168,14 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		s.single = redis.NewClient(uo.Simple())
 		s.client, s.reader = s.single, s.single
 	}
+	s.index = indexKeys(s.prefix, s.cluster != nil)
+	s.marker = s.prefix + markerSuffix + strconv.Itoa(len(s.index))
 	s.healthy.Store(true)
 	if err := s.ping(ctx); err != nil {
+		_ = s.closeClients()
+		return nil, err
+	}
+	if err := s.ensureIndex(ctx); err != nil {
 		_ = s.closeClients()
 		return nil, err
 	}
@@ -238,8 +251,9 @@ func (s *Store) KeyPrefix() string { return s.prefix }
 // RetryBudget is the longest time one operation can take before it fails
 // with ErrUnavailable, when every attempt runs into the pool, dial, write
 // and read timeouts (and the WAIT timeout for Strong writes when
-// MinReplicas is set) and every pause is the longest possible. List makes
-// several round trips per attempt and may take longer.
+// MinReplicas is set) and every pause is the longest possible. List, and
+// Put and Delete in cluster mode (three steps, see index.go), make several
+// round trips per attempt and may take longer.
 func (s *Store) RetryBudget() time.Duration {
 	per := s.perAttempt
 	if s.minReplicas > 0 {
@@ -295,31 +309,54 @@ func (s *Store) Get(ctx context.Context, key string, c storage.Consistency) ([]b
 	return []byte(v), nil
 }
 
-// Put stores value under key. A Strong write with MinReplicas set also
-// waits for that many replicas to acknowledge it.
+// Put stores value under key and its index entry (standalone: in one
+// MULTI/EXEC; cluster: see clusterPut). A Strong write with MinReplicas set
+// also waits for that many replicas to acknowledge it.
 func (s *Store) Put(ctx context.Context, key string, value []byte, c storage.Consistency) error {
-	return s.write(ctx, "put", s.prefix+key, c, func(ctx context.Context, cmd redis.Cmdable, k string) error {
-		return cmd.Set(ctx, k, value, 0).Err()
-	})
-}
-
-// Delete removes key; deleting a missing key succeeds.
-func (s *Store) Delete(ctx context.Context, key string, c storage.Consistency) error {
-	return s.write(ctx, "delete", s.prefix+key, c, func(ctx context.Context, cmd redis.Cmdable, k string) error {
-		return cmd.Del(ctx, k).Err()
-	})
-}
-
-// write runs one write command on key k with retries. A Strong write with
-// MinReplicas set runs it and WAIT on one connection of the key's primary.
-func (s *Store) write(ctx context.Context, op, k string, c storage.Consistency, cmd func(context.Context, redis.Cmdable, string) error) error {
+	k := s.prefix + key
 	wait := c == storage.Strong && s.minReplicas > 0
-	return s.retry(ctx, op, func() error {
-		if wait {
-			return s.writeAndWait(ctx, k, func(ctx context.Context, cn *redis.Conn) error { return cmd(ctx, cn, k) })
+	return s.retry(ctx, "put", func() error {
+		if s.cluster != nil {
+			return s.clusterPut(ctx, wait, key, value)
 		}
-		return cmd(ctx, s.client, k)
+		return s.exec(ctx, wait, k, func(cmd redis.Cmdable) error {
+			_, err := cmd.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.ZAdd(ctx, s.index[0], redis.Z{Member: key})
+				p.Set(ctx, k, value, 0)
+				return nil
+			})
+			return err
+		})
 	})
+}
+
+// Delete removes key and its index entry (standalone: in one MULTI/EXEC;
+// cluster: see clusterDelete); deleting a missing key succeeds.
+func (s *Store) Delete(ctx context.Context, key string, c storage.Consistency) error {
+	k := s.prefix + key
+	wait := c == storage.Strong && s.minReplicas > 0
+	return s.retry(ctx, "delete", func() error {
+		if s.cluster != nil {
+			return s.clusterDelete(ctx, wait, key)
+		}
+		return s.exec(ctx, wait, k, func(cmd redis.Cmdable) error {
+			_, err := cmd.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.Del(ctx, k)
+				p.ZRem(ctx, s.index[0], key)
+				return nil
+			})
+			return err
+		})
+	})
+}
+
+// exec runs one write on key k (the commands it sends must all be in k's
+// slot). With wait it runs it and WAIT on one connection of k's primary.
+func (s *Store) exec(ctx context.Context, wait bool, k string, write func(redis.Cmdable) error) error {
+	if wait {
+		return s.writeAndWait(ctx, k, func(_ context.Context, cn *redis.Conn) error { return write(cn) })
+	}
+	return write(s.client)
 }
 
 // retry runs attempt until it succeeds, fails for good, or the retry
@@ -381,96 +418,29 @@ func (s *Store) writeAndWait(ctx context.Context, k string, write func(context.C
 }
 
 // List returns every key with the given prefix and its value, sorted by key.
-// It SCANs every primary for the escaped prefix, then fetches the values;
-// keys deleted between the two steps are left out.
+// It reads the key index a thousand members at a time (see index.go) and
+// fetches their values; keys deleted in between are left out.
 func (s *Store) List(ctx context.Context, prefix string, _ storage.Consistency) ([]storage.KV, error) {
-	pattern := EscapeGlob(s.prefix+prefix) + "*"
-	var kvs []storage.KV
-	err := s.retry(ctx, "list", func() (err error) {
-		kvs, err = s.list(ctx, pattern)
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	return kvs, nil
-}
-
-func (s *Store) list(ctx context.Context, pattern string) ([]storage.KV, error) {
-	var (
-		mu   sync.Mutex
-		keys []string
-	)
-	scan := func(ctx context.Context, node *redis.Client) error {
-		var cursor uint64
-		for {
-			batch, next, err := node.Scan(ctx, cursor, pattern, scanCount).Result()
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			keys = append(keys, batch...)
-			mu.Unlock()
-			if next == 0 {
-				return nil
-			}
-			cursor = next
-		}
-	}
-	var err error
-	if s.cluster != nil {
-		err = s.cluster.ForEachMaster(ctx, scan)
-	} else {
-		err = scan(ctx, s.single)
-	}
-	if err != nil {
-		return nil, err
-	}
-	// SCAN may return a key more than once.
-	slices.Sort(keys)
-	keys = slices.Compact(keys)
-
-	out := make([]storage.KV, 0, len(keys))
-	for start := 0; start < len(keys); start += scanCount {
-		chunk := keys[start:min(start+scanCount, len(keys))]
-		if s.cluster != nil {
-			// Keys of one chunk live in different slots: pipeline
-			// single-key GETs, which the cluster client groups by node.
-			cmds := make([]*redis.StringCmd, len(chunk))
-			_, err := s.cluster.Pipelined(ctx, func(p redis.Pipeliner) error {
-				for i, k := range chunk {
-					cmds[i] = p.Get(ctx, k)
-				}
-				return nil
-			})
-			if err != nil && !errors.Is(err, redis.Nil) {
-				return nil, err
-			}
-			for i, cmd := range cmds {
-				v, err := cmd.Result()
-				if errors.Is(err, redis.Nil) {
-					continue // deleted since SCAN
-				}
-				if err != nil {
-					return nil, err
-				}
-				out = append(out, storage.KV{Key: chunk[i][len(s.prefix):], Value: []byte(v)})
-			}
-			continue
-		}
-		vals, err := s.single.MGet(ctx, chunk...).Result()
+	var all []storage.KV
+	after := ""
+	for {
+		var (
+			kvs  []storage.KV
+			next string
+		)
+		err := s.retry(ctx, "list", func() (err error) {
+			kvs, next, err = s.listIndexed(ctx, prefix, after, scanCount, 0)
+			return err
+		})
 		if err != nil {
 			return nil, err
 		}
-		for i, v := range vals {
-			str, ok := v.(string)
-			if !ok {
-				continue // nil: deleted since SCAN
-			}
-			out = append(out, storage.KV{Key: chunk[i][len(s.prefix):], Value: []byte(str)})
+		all = append(all, kvs...)
+		if next == "" {
+			return all, nil
 		}
+		after = next
 	}
-	return out, nil
 }
 
 // EscapeGlob escapes the characters that are special in a Redis MATCH

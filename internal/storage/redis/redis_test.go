@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -128,6 +129,18 @@ func TestKeyPrefixOnTheWire(t *testing.T) {
 	}
 	if len(kvs) != 1 || kvs[0].Key != "k" || string(kvs[0].Value) != "v" {
 		t.Fatalf("List = %+v, want only k=v", kvs)
+	}
+	// On the wire: the data key is prefix+key; the only other keys of the
+	// store are its index and the index's marker, prefix+NUL+...
+	raw := redis.NewClient(&redis.Options{Addr: r.Addr()})
+	defer raw.Close()
+	all, err := raw.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(all)
+	if want := []string{"app*[1]:\x00idx", "app*[1]:\x00idx:v1:1", "app*[1]:k", "appX1:k2"}; !slices.Equal(all, want) {
+		t.Fatalf("keys on the server = %q, want %q", all, want)
 	}
 	def, err := redisstore.New(ctx, redisstore.Options{Addrs: []string{r.Addr()}})
 	if err != nil {
