@@ -4,6 +4,17 @@
 # kit). On Debian/Ubuntu as root it uses apt-get; elsewhere it says what to
 # install and fails.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Jaeger (the OTLP collector of the tracing tests) is a Go program pinned in
+# tools/jaeger, a module of its own; built once, into /usr/local/bin as root,
+# else into $(go env GOPATH)/bin (which must be on PATH).
+if ! command -v jaeger >/dev/null 2>&1; then
+	bindir=/usr/local/bin
+	[ -w "$bindir" ] || bindir="$(go env GOPATH)/bin"
+	echo "test-deps: building jaeger into $bindir (a few minutes the first time)"
+	(cd tools/jaeger && go build -o "$bindir/jaeger" github.com/jaegertracing/jaeger/cmd/jaeger)
+fi
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)

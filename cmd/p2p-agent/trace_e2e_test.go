@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -237,4 +238,53 @@ scrape_configs:
 		}
 		return fmt.Errorf("no exemplar with trace_id %s among %d", traceID, len(ex))
 	})
+}
+
+// TestOTLPExportToJaeger exports the spans of a traced remote task from two
+// nodes to a real Jaeger over OTLP/HTTP: Jaeger has the trace, with spans
+// from both nodes and the remote server span under the requester's send.
+func TestOTLPExportToJaeger(t *testing.T) {
+	testenv.SkipIfShort(t, "starts jaeger and two binaries")
+	j := testenv.StartJaeger(t)
+	export := "--tracing.otlp_endpoint=" + j.OTLP
+	a := testenv.StartNode(t, testenv.NodeOptions{Args: []string{"--node.name=alpha", "--tracing.sample_ratio=0", export}})
+	b := testenv.StartNode(t, testenv.NodeOptions{Args: []string{"--node.name=bravo", "--tracing.sample_ratio=0", export, "--p2p.bootstrap=" + a.FullAddr()}})
+	_, stderr, code := a.CLI("task", "submit", "text.chunk", "--trace", "--wait", "--peer", b.PeerID, "--input", writeTemp(t, `{"text":"one two three"}`))
+	if code != 0 {
+		t.Fatalf("task submit: exit %d: %s", code, stderr)
+	}
+	traceID := strings.TrimPrefix(firstLine(stderr, "trace "), "trace ")
+	if len(traceID) != 32 {
+		t.Fatalf("no trace id on stderr: %q", stderr)
+	}
+	var spans []testenv.JaegerSpan
+	testenv.Eventually(t, 30*time.Second, func() error {
+		var err error
+		spans, err = j.Trace(context.Background(), traceID)
+		if err != nil {
+			return err
+		}
+		have := map[string]bool{}
+		for _, s := range spans {
+			have[s.Service+"/"+s.OperationName] = true
+		}
+		for _, w := range []string{"alpha/task.submit", "alpha/task.dispatch", "alpha/msg.send", "bravo/msg", "bravo/task.execute"} {
+			if !have[w] {
+				return fmt.Errorf("jaeger has %d spans of %s, none %s yet", len(spans), traceID, w)
+			}
+		}
+		return nil
+	})
+	byID := map[string]testenv.JaegerSpan{}
+	for _, s := range spans {
+		byID[s.SpanID] = s
+	}
+	for _, s := range spans {
+		if s.Service == "bravo" && s.OperationName == "msg" {
+			if p := byID[s.ParentSpanID]; p.Service != "alpha" || p.OperationName != "msg.send" {
+				t.Fatalf("bravo's msg span has parent %+v in Jaeger, want alpha's msg.send", p)
+			}
+		}
+	}
+	t.Logf("jaeger holds %d spans of trace %s", len(spans), traceID)
 }
