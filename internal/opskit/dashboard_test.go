@@ -125,6 +125,25 @@ func TestDashboard(t *testing.T) {
 
 // TestDashboardQueriesParse has promtool parse every panel query, with the
 // variables substituted the way Grafana does before sending it.
+// TestLatencyPanelsShowExemplars: every latency query over a duration
+// histogram asks Grafana for exemplars, so a slow point links to its trace.
+func TestLatencyPanelsShowExemplars(t *testing.T) {
+	n := 0
+	for _, p := range allPanels(loadDashboard(t).Panels) {
+		for _, tg := range p.Targets {
+			if strings.Contains(tg.Expr, "histogram_quantile") && strings.Contains(tg.Expr, "_duration_seconds_bucket") {
+				n++
+				if !tg.Exemplar {
+					t.Errorf("panel %q query %s: exemplar is off", p.Title, tg.RefID)
+				}
+			}
+		}
+	}
+	if n != 5 {
+		t.Errorf("%d latency queries, want 5 (message p50/p99, storage p99, task p50/p99)", n)
+	}
+}
+
 func TestDashboardQueriesParse(t *testing.T) {
 	var exprs []string
 	for _, e := range loadDashboard(t).exprs() {

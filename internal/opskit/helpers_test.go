@@ -162,6 +162,7 @@ type panel struct {
 		RefID      string         `json:"refId"`
 		Expr       string         `json:"expr"`
 		Datasource *datasourceRef `json:"datasource"`
+		Exemplar   bool           `json:"exemplar"`
 	} `json:"targets"`
 	Panels []panel `json:"panels"` // the panels of a collapsed row
 }
