@@ -114,21 +114,8 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		return nil, err
 	}
 
-	// The engine comes first so that its task types are announced from the
-	// host's first identify; its transport is wired once the service exists.
-	tr := &taskTransport{}
-	n.tasks = task.NewEngine(n.store, metrics.NewTasks(n.reg), tr, id, task.Options{
-		Timeout:               cfg.Task.Timeout,
-		Logger:                log.With("component", "tasks"),
-		MaxConcurrent:         cfg.Task.MaxConcurrent,
-		MaxConcurrentSearches: cfg.Task.MaxConcurrentSearches,
-		MaxQueued:             cmp.Or(cfg.Task.MaxQueued, -1), // 0 in the config: no queue
-		MaxMessageBytes:       cfg.P2P.MaxMessageBytes,
-		MaxValueBytes:         cfg.Storage.MaxValueBytes,
-		Retention:             cfg.Task.Retention,
-		MaxRecords:            cfg.Task.MaxRecords,
-	})
-
+	// The host announces the engine's task types from its first identify,
+	// so the engine can be built last, over its real transport.
 	n.host, err = p2p.NewHost(ctx, priv, p2p.HostConfig{
 		ListenAddrs:  cfg.P2P.Listen,
 		Bootstrap:    cfg.P2P.Bootstrap,
@@ -136,7 +123,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		Registerer:   n.reg,
 		Logger:       log,
 		UserAgent:    "p2p-agent/" + version,
-		Capabilities: n.tasks.Types(),
+		Capabilities: task.BuiltinTypes(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting p2p host: %w", err)
@@ -149,8 +136,19 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		MaxHandlersPerPeer: cfg.P2P.MaxHandlersPerPeer,
 		Logger:             log,
 	})
-	tr.svc, tr.host = n.service, n.host
-	n.service.Handle(message.TypeTaskRequest, taskHandler(n.tasks))
+
+	n.tasks = task.NewEngine(n.store, metrics.NewTasks(n.reg), p2p.NewTaskTransport(n.host, n.service), id, task.Options{
+		Timeout:               cfg.Task.Timeout,
+		Logger:                log.With("component", "tasks"),
+		MaxConcurrent:         cfg.Task.MaxConcurrent,
+		MaxConcurrentSearches: cfg.Task.MaxConcurrentSearches,
+		MaxQueued:             cmp.Or(cfg.Task.MaxQueued, -1), // 0 in the config: no queue
+		MaxMessageBytes:       cfg.P2P.MaxMessageBytes,
+		MaxValueBytes:         cfg.Storage.MaxValueBytes,
+		Retention:             cfg.Task.Retention,
+		MaxRecords:            cfg.Task.MaxRecords,
+	})
+	n.service.Handle(message.TypeTaskRequest, p2p.TaskHandler(n.tasks))
 	// tasks this node was running when it last stopped will never finish
 	if k, err := n.tasks.Recover(ctx); err != nil {
 		log.Warn("recovering interrupted tasks", "err", err)
@@ -179,7 +177,6 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		MaxValueBytes: cfg.Storage.MaxValueBytes,
 		MaxBodyBytes:  cfg.P2P.MaxMessageBytes,
 		Logger:        log.With("component", "api"),
-		Classify:      classify,
 		Limits: api.Limits{
 			ReadHeaderTimeout:    cfg.API.ReadHeaderTimeout,
 			BodyTimeout:          cfg.API.BodyTimeout,
@@ -188,7 +185,14 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 			MaxBodyBytesInFlight: int64(cfg.API.MaxBodyBytesInFlight),
 			ShutdownGrace:        cfg.API.ShutdownGrace,
 		},
-	}, n, n.store, &network{n: n}, &taskAPI{engine: n.tasks, host: n.host}, n.Ready)
+	}, api.Deps{
+		Status:    n,
+		Store:     n.store,
+		Peers:     n.host,
+		Pinger:    p2p.NewPinger(n.host, n.service),
+		Tasks:     n.tasks,
+		Accepting: n.Ready,
+	})
 	return n, nil
 }
 
