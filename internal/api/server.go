@@ -483,7 +483,7 @@ func statusOf(err error) int {
 	case errors.Is(err, storage.ErrValueTooLarge), errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, errBadRequest),
-		errors.Is(err, storage.ErrInvalidKey), errors.Is(err, storage.ErrInvalidConsistency),
+		errors.Is(err, storage.ErrInvalidKey), errors.Is(err, storage.ErrInvalidConsistency), errors.Is(err, storage.ErrInvalidPage),
 		errors.Is(err, task.ErrBadInput), errors.Is(err, task.ErrUnknownType),
 		errors.Is(err, p2p.ErrBadPeer):
 		return http.StatusBadRequest
