@@ -114,8 +114,9 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		return nil, err
 	}
 
-	// The host announces the engine's task types from its first identify,
-	// so the engine can be built last, over its real transport.
+	// The host announces the task types (task.BuiltinTypes, those the
+	// engine executes) from its first identify, so the engine can come after
+	// the host and the message service and get its transport at construction.
 	n.host, err = p2p.NewHost(ctx, priv, p2p.HostConfig{
 		ListenAddrs:  cfg.P2P.Listen,
 		Bootstrap:    cfg.P2P.Bootstrap,
