@@ -98,12 +98,14 @@ func (n *network) Ping(ctx context.Context, target string, count int) (p2p.PingS
 	return a.stats, a.err
 }
 
-// blocker is a task type whose tasks run until release is closed.
-type blocker struct{ release chan struct{} }
+// blocker is a task type whose tasks signal started (holding their
+// execution slot) and then run until release is closed.
+type blocker struct{ started, release chan struct{} }
 
 func (blocker) Type() string { return "test.block" }
 
 func (b blocker) Execute(ctx context.Context, _ json.RawMessage) (json.RawMessage, error) {
+	closeOnce(b.started)
 	select {
 	case <-b.release:
 		return json.RawMessage(`{}`), nil
@@ -121,7 +123,8 @@ type harness struct {
 	store     storage.Store
 	engine    *task.Engine
 	net       *network
-	release   chan struct{} // of the test.block tasks
+	started   chan struct{} // of the test.block tasks
+	release   chan struct{}
 	accepting atomic.Bool
 }
 
@@ -153,7 +156,7 @@ func openLocal(t *testing.T, opts local.Options) *local.Store {
 
 func newHarness(t *testing.T, storeOpts local.Options, opts ...option) *harness {
 	t.Helper()
-	h := &harness{self: newPeerID(t), release: make(chan struct{}),
+	h := &harness{self: newPeerID(t), started: make(chan struct{}), release: make(chan struct{}),
 		net: &network{entered: make(chan struct{}), release: make(chan struct{})}}
 	h.accepting.Store(true)
 	h.raw = openLocal(t, storeOpts)
@@ -162,7 +165,7 @@ func newHarness(t *testing.T, storeOpts local.Options, opts ...option) *harness 
 		Timeout:       10 * time.Second,
 		MaxConcurrent: 1,
 		MaxQueued:     -1,
-		Executors:     []task.Executor{blocker{h.release}},
+		Executors:     []task.Executor{blocker{h.started, h.release}},
 	})
 	t.Cleanup(func() {
 		closeOnce(h.release)
@@ -536,16 +539,10 @@ func TestTaskBusyAndClosed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		r, err := h.client().Task(context.Background(), rec.ID)
-		if err == nil && r.State == task.StateRunning {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("blocking task not running: %+v, %v", r, err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	select {
+	case <-h.started: // the task holds the one execution slot
+	case <-time.After(20 * time.Second):
+		t.Fatal("blocking task never started")
 	}
 	h.run(t, []routeCase{
 		{name: "busy", method: "POST", path: "/api/v1/tasks", body: `{"type":"test.block","input":{}}`, want: 503, wantErr: "busy"},
