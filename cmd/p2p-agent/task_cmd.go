@@ -13,24 +13,11 @@ import (
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/api"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
+	"github.com/p2p-ai-agents/p2p-agent/internal/task"
 )
 
-// taskView is the part of a task record the CLI reads.
-type taskView struct {
-	ID     string          `json:"id"`
-	Type   string          `json:"type"`
-	State  string          `json:"state"`
-	Peer   string          `json:"peer"`
-	Result json.RawMessage `json:"result"`
-	Error  string          `json:"error"`
-	// TraceID is set when the task was traced.
-	TraceID string `json:"trace_id"`
-}
-
-func (t taskView) final() bool { return t.State == "succeeded" || t.State == "failed" }
-
 // textTypes accept a plain-text input file, which becomes {"text": ...}.
-var textTypes = map[string]bool{"text.chunk": true, "text.embed": true}
+var textTypes = map[string]bool{task.TypeChunk: true, task.TypeEmbed: true}
 
 // readTaskInput reads --input (a file, or - for stdin) and returns a JSON object.
 func readTaskInput(e *env, typ, input string) (json.RawMessage, error) {
@@ -66,7 +53,7 @@ func newTaskCmd(e *env) *cobra.Command {
 
 	submit := &cobra.Command{
 		Use:   "submit TYPE",
-		Short: "Submit a task (text.chunk, text.embed, index.add, index.search)",
+		Short: fmt.Sprintf("Submit a task (%s, %s, %s, %s)", task.TypeChunk, task.TypeEmbed, task.TypeAdd, task.TypeSearch),
 		Long:  "Submit a task. Without --wait, prints only the task id. With --wait, shows progress on stderr and prints the result JSON on stdout.",
 		Args:  cobra.ExactArgs(1),
 	}
@@ -86,13 +73,9 @@ func newTaskCmd(e *env) *cobra.Command {
 			return err
 		}
 		c := submitClient()
-		raw, err := c.SubmitTask(cmd.Context(), api.TaskRequest{Type: args[0], Input: in, Peer: *peerArg, Trace: *traced})
+		t, err := c.SubmitTask(cmd.Context(), api.TaskRequest{Type: args[0], Input: in, Peer: *peerArg, Trace: *traced})
 		if err != nil {
 			return err
-		}
-		var t taskView
-		if err := json.Unmarshal(raw, &t); err != nil {
-			return fmt.Errorf("decoding task record: %w", err)
 		}
 		if t.TraceID != "" {
 			fmt.Fprintf(e.stderr, "trace %s\n", t.TraceID)
@@ -105,7 +88,7 @@ func newTaskCmd(e *env) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		if t.State == "failed" {
+		if t.State == task.StateFailed {
 			return runError{fmt.Errorf("task %s failed: %s", t.ID, t.Error)}
 		}
 		var out bytes.Buffer
@@ -121,17 +104,11 @@ func newTaskCmd(e *env) *cobra.Command {
 	get := &cobra.Command{Use: "get ID", Short: "Print a task record as JSON", Args: cobra.ExactArgs(1)}
 	getClient := apiFlags(get, e)
 	get.RunE = wrapRun(func(cmd *cobra.Command, args []string) error {
-		raw, err := getClient().Task(cmd.Context(), args[0])
+		rec, err := getClient().Task(cmd.Context(), args[0])
 		if err != nil {
 			return err
 		}
-		var out bytes.Buffer
-		if err := json.Indent(&out, raw, "", "  "); err != nil {
-			return fmt.Errorf("decoding task record: %w", err)
-		}
-		out.WriteByte('\n')
-		_, err = e.stdout.Write(out.Bytes())
-		return err
+		return printJSON(e.stdout, rec)
 	})
 	cmd.AddCommand(submit, get)
 	return cmd
@@ -139,7 +116,7 @@ func newTaskCmd(e *env) *cobra.Command {
 
 // waitTask polls the task until it is final, showing state and elapsed time
 // on stderr: rewritten in place on a terminal, one line per change otherwise.
-func waitTask(cmd *cobra.Command, e *env, c *api.Client, t taskView) (taskView, error) {
+func waitTask(cmd *cobra.Command, e *env, c *api.Client, t task.Record) (task.Record, error) {
 	start := time.Now()
 	tty := false
 	if f, ok := e.stderr.(*os.File); ok {
@@ -147,7 +124,7 @@ func waitTask(cmd *cobra.Command, e *env, c *api.Client, t taskView) (taskView, 
 			tty = fi.Mode()&os.ModeCharDevice != 0
 		}
 	}
-	lastState := ""
+	var lastState task.State
 	show := func() {
 		if tty {
 			fmt.Fprintf(e.stderr, "\rtask %s: %-9s %s   ", t.ID, t.State, elapsed(time.Since(start)))
@@ -159,7 +136,7 @@ func waitTask(cmd *cobra.Command, e *env, c *api.Client, t taskView) (taskView, 
 	delay := 20 * time.Millisecond
 	for {
 		show()
-		if t.final() {
+		if t.State.Final() {
 			if tty {
 				fmt.Fprintln(e.stderr)
 			}
@@ -173,7 +150,7 @@ func waitTask(cmd *cobra.Command, e *env, c *api.Client, t taskView) (taskView, 
 		if delay < 250*time.Millisecond {
 			delay *= 2
 		}
-		raw, err := c.Task(cmd.Context(), t.ID)
+		rec, err := c.Task(cmd.Context(), t.ID)
 		if err != nil {
 			var ae *api.Error
 			if errors.As(err, &ae) && ae.StatusCode == 404 {
@@ -181,8 +158,6 @@ func waitTask(cmd *cobra.Command, e *env, c *api.Client, t taskView) (taskView, 
 			}
 			return t, err
 		}
-		if err := json.Unmarshal(raw, &t); err != nil {
-			return t, fmt.Errorf("decoding task record: %w", err)
-		}
+		t = rec
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/task"
 	"github.com/p2p-ai-agents/p2p-agent/internal/tracing"
 )
 
@@ -184,18 +185,18 @@ func (c *Client) Ping(ctx context.Context, peer string, count int) (PingResult, 
 	return res, err
 }
 
-// SubmitTask submits a task and returns its record as raw JSON.
-func (c *Client) SubmitTask(ctx context.Context, req TaskRequest) (json.RawMessage, error) {
-	var raw json.RawMessage
-	err := c.postJSON(ctx, "/api/v1/tasks", req, &raw)
-	return raw, err
+// SubmitTask submits a task and returns its queued record.
+func (c *Client) SubmitTask(ctx context.Context, req TaskRequest) (task.Record, error) {
+	var rec task.Record
+	err := c.postJSON(ctx, "/api/v1/tasks", req, &rec)
+	return rec, err
 }
 
-// Task returns the record of task id as raw JSON.
-func (c *Client) Task(ctx context.Context, id string) (json.RawMessage, error) {
-	var raw json.RawMessage
-	_, err := c.do(ctx, http.MethodGet, "/api/v1/tasks/"+url.PathEscape(id), nil, "", &raw)
-	return raw, err
+// Task returns the record of task id.
+func (c *Client) Task(ctx context.Context, id string) (task.Record, error) {
+	var rec task.Record
+	_, err := c.do(ctx, http.MethodGet, "/api/v1/tasks/"+url.PathEscape(id), nil, "", &rec)
+	return rec, err
 }
 
 // Trace returns trace id assembled across the nodes that took part.

@@ -15,24 +15,23 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/p2p-ai-agents/p2p-agent/internal/httplimit"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
+	"github.com/p2p-ai-agents/p2p-agent/internal/task"
 	"github.com/p2p-ai-agents/p2p-agent/internal/tracing"
 )
 
-// Sentinel errors the API maps to status codes; the node's adapters wrap
-// their own failures with them when no package sentinel fits.
+// Errors of the API's own request parsing; statusOf maps them with the
+// sentinels of the packages it serves.
 var (
-	// ErrBadRequest marks invalid input (400).
-	ErrBadRequest = errors.New("bad request")
-	// ErrNotFound marks a missing resource (404).
-	ErrNotFound = errors.New("not found")
-	// ErrPeerUnavailable marks a peer that cannot be reached (502).
-	ErrPeerUnavailable = errors.New("peer unavailable")
-	// ErrUnavailable marks a node or backend that cannot serve now (503).
-	ErrUnavailable = errors.New("unavailable")
-	// ErrTooLarge marks a request body over its limit (413).
-	ErrTooLarge = errors.New("too large")
+	// errBadRequest marks an invalid request (400).
+	errBadRequest = errors.New("bad request")
+	// errTooLarge marks a request body over its limit (413).
+	errTooLarge = errors.New("too large")
 )
 
 // StatusSource reports the node's status.
@@ -40,17 +39,39 @@ type StatusSource interface {
 	Status() Status
 }
 
-// Network is what the API needs of the p2p layer.
-type Network interface {
-	Peers() []Peer
-	Ping(ctx context.Context, peer string, count int) (PingResult, error)
+// Peers is what the API needs of the p2p host (*p2p.Host): the connected
+// peers, and the resolution of a peer named by ID or multiaddr.
+type Peers interface {
+	Peers() []p2p.PeerInfo
+	Resolve(ctx context.Context, target string) (peer.ID, error)
 }
 
-// Tasks is what the API needs of the task engine. Records are returned as
-// JSON-encodable values.
+// Pinger pings a peer named by ID or multiaddr count times (*p2p.Pinger).
+type Pinger interface {
+	Ping(ctx context.Context, target string, count int) (p2p.PingStats, error)
+}
+
+// Tasks is what the API needs of the task engine (*task.Engine).
 type Tasks interface {
-	Submit(ctx context.Context, req TaskRequest) (any, error)
-	Task(ctx context.Context, id string) (any, error)
+	Submit(ctx context.Context, req task.SubmitRequest) (task.Record, error)
+	Get(ctx context.Context, id string) (task.Record, error)
+}
+
+// Deps are the parts of the node the API serves. Status is required; a nil
+// Store, Peers, Pinger or Tasks (a node without that subsystem) makes the
+// routes that need it answer 503.
+type Deps struct {
+	Status StatusSource
+	Store  storage.Store
+	Peers  Peers
+	Pinger Pinger
+	Tasks  Tasks
+	// Traces assembles traces for GET /api/v1/traces/{id}.
+	Traces TraceSource
+	// Accepting reports whether the node takes new work; while it returns
+	// false, every route but status answers 503 (the node is starting or
+	// draining). Nil means always.
+	Accepting func() bool
 }
 
 // ServerConfig configures the control API server.
@@ -61,17 +82,12 @@ type ServerConfig struct {
 	// MaxBodyBytes bounds JSON request bodies (task input); default 1 MiB.
 	MaxBodyBytes int
 	Logger       *slog.Logger
-	// Classify maps errors of other packages onto the API sentinels; it may
-	// be nil. It is consulted before the built-in storage mapping.
-	Classify func(error) error
 	// Limits bounds slow and greedy clients (zero fields take the defaults
 	// of package httplimit).
 	Limits Limits
 	// Tracing traces sampled requests (a span "api" per request, child of a
 	// sampled traceparent header); nil traces nothing.
 	Tracing *tracing.Tracing
-	// Traces assembles traces for GET /api/v1/traces/{id}; nil answers 503.
-	Traces TraceSource
 }
 
 // Limits bounds what slow and greedy clients can cost the API listener.
@@ -123,11 +139,7 @@ const (
 // Server is the control API HTTP server.
 type Server struct {
 	cfg     ServerConfig
-	status  StatusSource
-	store   storage.Store
-	net     Network
-	tasks   Tasks
-	accept  func() bool
+	deps    Deps
 	log     *slog.Logger
 	http    *http.Server
 	budget  *httplimit.Budget
@@ -135,11 +147,8 @@ type Server struct {
 	serveWG sync.WaitGroup
 }
 
-// NewServer builds the control API. store, network and tasks may be nil
-// until their subsystems exist; their routes then answer 503. accepting
-// reports whether the node takes new work; when false, everything but
-// status answers 503 (the node is draining).
-func NewServer(cfg ServerConfig, status StatusSource, store storage.Store, network Network, tasks Tasks, accepting func() bool) *Server {
+// NewServer builds the control API over deps.
+func NewServer(cfg ServerConfig, deps Deps) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -150,18 +159,19 @@ func NewServer(cfg ServerConfig, status StatusSource, store storage.Store, netwo
 		cfg.MaxBodyBytes = 1 << 20
 	}
 	cfg.Limits.defaults()
-	s := &Server{cfg: cfg, status: status, store: store, net: network, tasks: tasks, accept: accepting, log: cfg.Logger}
+	s := &Server{cfg: cfg, deps: deps, log: cfg.Logger}
+	store, peers, pinger, tasks, traces := deps.Store != nil, deps.Peers != nil, deps.Pinger != nil, deps.Tasks != nil, deps.Traces != nil
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/status", s.handleStatus)
-	mux.HandleFunc("GET /api/v1/peers", s.work(s.handlePeers))
-	mux.HandleFunc("GET /api/v1/kv", s.work(s.handleKVList))
-	mux.HandleFunc("GET /api/v1/kv/{key...}", s.work(s.handleKVGet))
-	mux.HandleFunc("PUT /api/v1/kv/{key...}", s.work(s.handleKVPut))
-	mux.HandleFunc("DELETE /api/v1/kv/{key...}", s.work(s.handleKVDelete))
-	mux.HandleFunc("POST /api/v1/ping", s.work(s.handlePing))
-	mux.HandleFunc("POST /api/v1/tasks", s.work(s.handleTaskSubmit))
-	mux.HandleFunc("GET /api/v1/tasks/{id}", s.work(s.handleTaskGet))
-	mux.HandleFunc("GET /api/v1/traces/{id}", s.work(s.handleTrace))
+	mux.HandleFunc("GET /api/v1/peers", s.work(peers, "p2p", s.handlePeers))
+	mux.HandleFunc("GET /api/v1/kv", s.work(store, "storage", s.handleKVList))
+	mux.HandleFunc("GET /api/v1/kv/{key...}", s.work(store, "storage", s.handleKVGet))
+	mux.HandleFunc("PUT /api/v1/kv/{key...}", s.work(store, "storage", s.handleKVPut))
+	mux.HandleFunc("DELETE /api/v1/kv/{key...}", s.work(store, "storage", s.handleKVDelete))
+	mux.HandleFunc("POST /api/v1/ping", s.work(pinger, "p2p", s.handlePing))
+	mux.HandleFunc("POST /api/v1/tasks", s.work(tasks, "task engine", s.handleTaskSubmit))
+	mux.HandleFunc("GET /api/v1/tasks/{id}", s.work(tasks, "task engine", s.handleTaskGet))
+	mux.HandleFunc("GET /api/v1/traces/{id}", s.work(traces, "tracing", s.handleTrace))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -242,11 +252,16 @@ func (s *Server) auth(next http.Handler) http.Handler {
 	})
 }
 
-// work refuses new work while the node is not accepting it.
-func (s *Server) work(h http.HandlerFunc) http.HandlerFunc {
+// work refuses new work while the node is not accepting it, and answers
+// 503 when the subsystem the route needs (what) is not running.
+func (s *Server) work(running bool, what string, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.accept != nil && !s.accept() {
+		if s.deps.Accepting != nil && !s.deps.Accepting() {
 			writeError(w, http.StatusServiceUnavailable, "node is not active (starting or draining)")
+			return
+		}
+		if !running {
+			writeError(w, http.StatusServiceUnavailable, what+" is not running")
 			return
 		}
 		s.traced(w, r, h)
@@ -254,25 +269,32 @@ func (s *Server) work(h http.HandlerFunc) http.HandlerFunc {
 }
 
 func (s *Server) handleStatus(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.status.Status())
+	writeJSON(w, http.StatusOK, s.deps.Status.Status())
 }
 
 func (s *Server) handlePeers(w http.ResponseWriter, _ *http.Request) {
-	if s.net == nil {
-		writeError(w, http.StatusServiceUnavailable, "p2p is not running")
-		return
-	}
-	peers := s.net.Peers()
-	if peers == nil {
-		peers = []Peer{}
+	infos := s.deps.Peers.Peers()
+	peers := make([]Peer, 0, len(infos))
+	for _, p := range infos {
+		peers = append(peers, Peer{
+			ID:           p.ID.String(),
+			Address:      p.Addr,
+			Direction:    p.Direction,
+			LatencyMs:    ms(p.Latency),
+			AgentVersion: p.AgentVersion,
+			Capabilities: p.Capabilities,
+		})
 	}
 	writeJSON(w, http.StatusOK, peers)
 }
 
+// ms is d in (fractional) milliseconds.
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
 func consistency(r *http.Request) (storage.Consistency, error) {
 	c, err := storage.ParseConsistency(r.URL.Query().Get("consistency"))
 	if err != nil {
-		return c, fmt.Errorf("%w: %w", ErrBadRequest, err)
+		return c, fmt.Errorf("%w: %w", errBadRequest, err)
 	}
 	return c, nil
 }
@@ -283,7 +305,7 @@ func (s *Server) handleKVGet(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, err)
 		return
 	}
-	v, err := s.store.Get(r.Context(), r.PathValue("key"), c)
+	v, err := s.deps.Store.Get(r.Context(), r.PathValue("key"), c)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -310,15 +332,15 @@ func (s *Server) handleKVPut(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, fmt.Errorf("%w: more than %d bytes", storage.ErrValueTooLarge, s.cfg.MaxValueBytes))
 			return
 		}
-		s.fail(w, fmt.Errorf("%w: reading body: %w", ErrBadRequest, err))
+		s.fail(w, fmt.Errorf("%w: reading body: %w", errBadRequest, err))
 		return
 	}
 	key := r.PathValue("key")
-	if err := s.store.Put(r.Context(), key, body, c); err != nil {
+	if err := s.deps.Store.Put(r.Context(), key, body, c); err != nil {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"key": key, "bytes": len(body), "consistency": c.String()})
+	writeJSON(w, http.StatusOK, KVPut{Key: key, Bytes: len(body), Consistency: c.String()})
 }
 
 func (s *Server) handleKVDelete(w http.ResponseWriter, r *http.Request) {
@@ -328,11 +350,11 @@ func (s *Server) handleKVDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := r.PathValue("key")
-	if err := s.store.Delete(r.Context(), key, c); err != nil {
+	if err := s.deps.Store.Delete(r.Context(), key, c); err != nil {
 		s.fail(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"key": key, "deleted": true})
+	writeJSON(w, http.StatusOK, KVDeleted{Key: key, Deleted: true})
 }
 
 func (s *Server) handleKVList(w http.ResponseWriter, r *http.Request) {
@@ -347,12 +369,12 @@ func (s *Server) handleKVList(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > storage.MaxPageLimit {
-			s.fail(w, fmt.Errorf("%w: limit %q must be an integer from 1 to %d", ErrBadRequest, v, storage.MaxPageLimit))
+			s.fail(w, fmt.Errorf("%w: limit %q must be an integer from 1 to %d", errBadRequest, v, storage.MaxPageLimit))
 			return
 		}
 		limit = n
 	}
-	kvs, next, err := s.store.ListPage(r.Context(), prefix, after, limit, c)
+	kvs, next, err := s.deps.Store.ListPage(r.Context(), prefix, after, limit, c)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -365,45 +387,58 @@ func (s *Server) handleKVList(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handlePing(w http.ResponseWriter, r *http.Request) {
-	if s.net == nil {
-		writeError(w, http.StatusServiceUnavailable, "p2p is not running")
-		return
-	}
 	var req PingRequest
 	if err := s.decode(w, r, &req); err != nil {
 		s.fail(w, err)
 		return
 	}
 	if req.Peer == "" {
-		s.fail(w, fmt.Errorf("%w: peer is required", ErrBadRequest))
+		s.fail(w, fmt.Errorf("%w: peer is required", errBadRequest))
 		return
 	}
 	if req.Count <= 0 {
 		req.Count = 1
 	}
 	if req.Count > 1000 {
-		s.fail(w, fmt.Errorf("%w: count %d exceeds 1000", ErrBadRequest, req.Count))
+		s.fail(w, fmt.Errorf("%w: count %d exceeds 1000", errBadRequest, req.Count))
 		return
 	}
-	res, err := s.net.Ping(r.Context(), req.Peer, req.Count)
+	st, err := s.deps.Pinger.Ping(r.Context(), req.Peer, req.Count)
 	if err != nil {
 		s.fail(w, err)
 		return
+	}
+	res := PingResult{Peer: st.Peer.String(), RTTsMs: make([]float64, len(st.RTTs)), MinMs: ms(st.Min), AvgMs: ms(st.Avg), MaxMs: ms(st.Max)}
+	for i, rtt := range st.RTTs {
+		res.RTTsMs[i] = ms(rtt)
 	}
 	writeJSON(w, http.StatusOK, res)
 }
 
 func (s *Server) handleTaskSubmit(w http.ResponseWriter, r *http.Request) {
-	if s.tasks == nil {
-		writeError(w, http.StatusServiceUnavailable, "task engine is not running")
-		return
-	}
 	var req TaskRequest
 	if err := s.decode(w, r, &req); err != nil {
 		s.fail(w, err)
 		return
 	}
-	rec, err := s.tasks.Submit(r.Context(), req)
+	sr := task.SubmitRequest{Type: req.Type, Input: req.Input, Trace: req.Trace}
+	if len(sr.Input) == 0 {
+		sr.Input = json.RawMessage(`{}`)
+	}
+	if req.Peer != "" {
+		if s.deps.Peers == nil {
+			writeError(w, http.StatusServiceUnavailable, "p2p is not running")
+			return
+		}
+		id, err := s.deps.Peers.Resolve(r.Context(), req.Peer)
+		if err != nil {
+			s.fail(w, err)
+			return
+		}
+		sr.Peer = id
+	}
+	// The task outlives the HTTP request that submitted it.
+	rec, err := s.deps.Tasks.Submit(context.WithoutCancel(r.Context()), sr)
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -412,11 +447,7 @@ func (s *Server) handleTaskSubmit(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleTaskGet(w http.ResponseWriter, r *http.Request) {
-	if s.tasks == nil {
-		writeError(w, http.StatusServiceUnavailable, "task engine is not running")
-		return
-	}
-	rec, err := s.tasks.Task(r.Context(), r.PathValue("id"))
+	rec, err := s.deps.Tasks.Get(r.Context(), r.PathValue("id"))
 	if err != nil {
 		s.fail(w, err)
 		return
@@ -430,16 +461,16 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, v any) error {
 	if err := dec.Decode(v); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return fmt.Errorf("%w: body exceeds %d bytes", ErrTooLarge, s.cfg.MaxBodyBytes)
+			return fmt.Errorf("%w: body exceeds %d bytes", errTooLarge, s.cfg.MaxBodyBytes)
 		}
-		return fmt.Errorf("%w: invalid JSON body: %w", ErrBadRequest, err)
+		return fmt.Errorf("%w: invalid JSON body: %w", errBadRequest, err)
 	}
 	return nil
 }
 
 // fail answers err with the status code of its class.
 func (s *Server) fail(w http.ResponseWriter, err error) {
-	code := StatusCode(err, s.cfg.Classify)
+	code := statusOf(err)
 	// 507 is not logged per request: a full disk refuses every write, and
 	// the store logs that once per interval.
 	if code >= 500 && code != http.StatusInsufficientStorage {
@@ -448,26 +479,30 @@ func (s *Server) fail(w http.ResponseWriter, err error) {
 	writeError(w, code, err.Error())
 }
 
-// StatusCode maps an error to its HTTP status: the one place where error
-// classes become status codes.
-func StatusCode(err error, classify func(error) error) int {
-	if classify != nil {
-		if c := classify(err); c != nil {
-			err = c
-		}
-	}
+// statusOf maps an error to its HTTP status: the one place where the
+// sentinels of the API, storage, task, p2p and message packages become
+// status codes.
+func statusOf(err error) int {
+	var remote *message.RemoteError
 	switch {
-	case errors.Is(err, storage.ErrNotFound), errors.Is(err, ErrNotFound):
+	case errors.Is(err, storage.ErrNotFound): // task.ErrNotFound wraps it
 		return http.StatusNotFound
-	case errors.Is(err, storage.ErrValueTooLarge), errors.Is(err, ErrTooLarge):
+	case errors.Is(err, storage.ErrValueTooLarge), errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, storage.ErrInvalidKey), errors.Is(err, storage.ErrInvalidConsistency), errors.Is(err, ErrBadRequest):
+	case errors.Is(err, errBadRequest),
+		errors.Is(err, storage.ErrInvalidKey), errors.Is(err, storage.ErrInvalidConsistency), errors.Is(err, storage.ErrInvalidPage),
+		errors.Is(err, task.ErrBadInput), errors.Is(err, task.ErrUnknownType),
+		errors.Is(err, p2p.ErrBadPeer):
 		return http.StatusBadRequest
 	case errors.Is(err, storage.ErrInsufficientStorage):
 		return http.StatusInsufficientStorage
-	case errors.Is(err, ErrPeerUnavailable):
+	case errors.Is(err, task.ErrBusy), errors.Is(err, task.ErrClosed):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, message.ErrPeerUnreachable), errors.Is(err, message.ErrStreamClosed),
+		errors.Is(err, task.ErrNoPeer), errors.As(err, &remote):
 		return http.StatusBadGateway
-	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, storage.ErrClosed), errors.Is(err, ErrUnavailable):
+	case errors.Is(err, storage.ErrUnavailable), errors.Is(err, storage.ErrClosed),
+		errors.Is(err, message.ErrServiceClosed):
 		return http.StatusServiceUnavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusGatewayTimeout

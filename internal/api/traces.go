@@ -18,11 +18,7 @@ type TraceSource func(ctx context.Context, id string) (tracing.Trace, error)
 // incomplete when a peer could not be asked), 400 for a malformed id, 404
 // when no node has a span of it.
 func (s *Server) handleTrace(w http.ResponseWriter, r *http.Request) {
-	if s.cfg.Traces == nil {
-		writeError(w, http.StatusServiceUnavailable, "tracing is not running")
-		return
-	}
-	t, err := s.cfg.Traces(r.Context(), r.PathValue("id"))
+	t, err := s.deps.Traces(r.Context(), r.PathValue("id"))
 	switch {
 	case errors.Is(err, tracing.ErrBadTraceID):
 		writeError(w, http.StatusBadRequest, err.Error())

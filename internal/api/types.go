@@ -67,7 +67,23 @@ type KVList struct {
 	Items  []KVItem `json:"items"`
 }
 
-// TaskRequest is the body of POST /api/v1/tasks.
+// KVPut is the answer of PUT /api/v1/kv/{key}.
+type KVPut struct {
+	Bytes       int    `json:"bytes"`
+	Consistency string `json:"consistency"`
+	Key         string `json:"key"`
+}
+
+// KVDeleted is the answer of DELETE /api/v1/kv/{key}.
+type KVDeleted struct {
+	Deleted bool   `json:"deleted"`
+	Key     string `json:"key"`
+}
+
+// TaskRequest is the body of POST /api/v1/tasks; the answer is the
+// task.Record of the queued task (202), and GET /api/v1/tasks/{id} answers
+// the task.Record of the task. Peer is a peer ID or a full multiaddr; an
+// absent Input is the empty object.
 type TaskRequest struct {
 	Type  string          `json:"type"`
 	Input json.RawMessage `json:"input"`

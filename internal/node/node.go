@@ -122,22 +122,9 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		return nil, err
 	}
 
-	// The engine comes first so that its task types are announced from the
-	// host's first identify; its transport is wired once the service exists.
-	tr := &taskTransport{}
-	n.tasks = task.NewEngine(n.store, metrics.NewTasks(n.reg), tr, id, task.Options{
-		Timeout:               cfg.Task.Timeout,
-		Logger:                log.With("component", "tasks"),
-		MaxConcurrent:         cfg.Task.MaxConcurrent,
-		MaxConcurrentSearches: cfg.Task.MaxConcurrentSearches,
-		MaxQueued:             cmp.Or(cfg.Task.MaxQueued, -1), // 0 in the config: no queue
-		MaxMessageBytes:       cfg.P2P.MaxMessageBytes,
-		MaxValueBytes:         cfg.Storage.MaxValueBytes,
-		Retention:             cfg.Task.Retention,
-		MaxRecords:            cfg.Task.MaxRecords,
-		Tracing:               n.tracing,
-	})
-
+	// The host announces the task types (task.BuiltinTypes, those the
+	// engine executes) from its first identify, so the engine can come after
+	// the host and the message service and get its transport at construction.
 	n.host, err = p2p.NewHost(ctx, priv, p2p.HostConfig{
 		ListenAddrs:  cfg.P2P.Listen,
 		Bootstrap:    cfg.P2P.Bootstrap,
@@ -145,7 +132,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		Registerer:   n.reg,
 		Logger:       log,
 		UserAgent:    "p2p-agent/" + version,
-		Capabilities: n.tasks.Types(),
+		Capabilities: task.BuiltinTypes(),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting p2p host: %w", err)
@@ -159,8 +146,20 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		Tracing:            n.tracing,
 		Logger:             log,
 	})
-	tr.svc, tr.host = n.service, n.host
-	n.service.Handle(message.TypeTaskRequest, taskHandler(n.tasks))
+
+	n.tasks = task.NewEngine(n.store, metrics.NewTasks(n.reg), p2p.NewTaskTransport(n.host, n.service), id, task.Options{
+		Timeout:               cfg.Task.Timeout,
+		Logger:                log.With("component", "tasks"),
+		MaxConcurrent:         cfg.Task.MaxConcurrent,
+		MaxConcurrentSearches: cfg.Task.MaxConcurrentSearches,
+		MaxQueued:             cmp.Or(cfg.Task.MaxQueued, -1), // 0 in the config: no queue
+		MaxMessageBytes:       cfg.P2P.MaxMessageBytes,
+		MaxValueBytes:         cfg.Storage.MaxValueBytes,
+		Retention:             cfg.Task.Retention,
+		MaxRecords:            cfg.Task.MaxRecords,
+		Tracing:               n.tracing,
+	})
+	n.service.Handle(message.TypeTaskRequest, p2p.TaskHandler(n.tasks))
 	n.service.Handle(tracing.TypeGet, traceHandler(n.tracing.Store(), cfg.P2P.MaxMessageBytes))
 	// tasks this node was running when it last stopped will never finish
 	if k, err := n.tasks.Recover(ctx); err != nil {
@@ -190,9 +189,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		MaxValueBytes: cfg.Storage.MaxValueBytes,
 		MaxBodyBytes:  cfg.P2P.MaxMessageBytes,
 		Logger:        log.With("component", "api"),
-		Classify:      classify,
 		Tracing:       n.tracing,
-		Traces:        n.Trace,
 		Limits: api.Limits{
 			ReadHeaderTimeout:    cfg.API.ReadHeaderTimeout,
 			BodyTimeout:          cfg.API.BodyTimeout,
@@ -201,7 +198,15 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 			MaxBodyBytesInFlight: int64(cfg.API.MaxBodyBytesInFlight),
 			ShutdownGrace:        cfg.API.ShutdownGrace,
 		},
-	}, n, n.store, &network{n: n}, &taskAPI{engine: n.tasks, host: n.host}, n.Ready)
+	}, api.Deps{
+		Status:    n,
+		Store:     n.store,
+		Peers:     n.host,
+		Pinger:    p2p.NewPinger(n.host, n.service),
+		Tasks:     n.tasks,
+		Traces:    n.Trace,
+		Accepting: n.Ready,
+	})
 	return n, nil
 }
 

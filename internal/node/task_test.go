@@ -55,33 +55,25 @@ func submit(t *testing.T, n *node.Node, typ, input string, on peer.ID) task.Reco
 	if on != "" {
 		req.Peer = on.String()
 	}
-	raw, err := client(n).SubmitTask(context.Background(), req)
+	rec, err := client(n).SubmitTask(context.Background(), req)
 	if err != nil {
 		t.Fatalf("submit %s: %v", typ, err)
 	}
-	var rec task.Record
-	if err := json.Unmarshal(raw, &rec); err != nil {
-		t.Fatalf("submit %s: %v: %s", typ, err, raw)
-	}
 	if rec.ID == "" || rec.State != task.StateQueued || rec.Origin != n.PeerID().String() {
-		t.Fatalf("submit %s: record %s", typ, raw)
+		t.Fatalf("submit %s: record %+v", typ, rec)
 	}
 	return rec
 }
 
-// awaitFinal polls the task through the control API until it is final.
+// awaitFinal polls the task through the control API until it is final; it
+// returns the record and its JSON, for messages and comparisons.
 func awaitFinal(t *testing.T, n *node.Node, id string) (task.Record, json.RawMessage) {
 	t.Helper()
 	var rec task.Record
-	var raw json.RawMessage
 	testenv.Eventually(t, taskDeadline, func() error {
 		var err error
-		raw, err = client(n).Task(context.Background(), id)
+		rec, err = client(n).Task(context.Background(), id)
 		if err != nil {
-			return err
-		}
-		rec = task.Record{}
-		if err := json.Unmarshal(raw, &rec); err != nil {
 			return err
 		}
 		if !rec.State.Final() {
@@ -89,7 +81,17 @@ func awaitFinal(t *testing.T, n *node.Node, id string) (task.Record, json.RawMes
 		}
 		return nil
 	})
-	return rec, raw
+	return rec, recordJSON(t, rec)
+}
+
+// recordJSON is rec as the API encodes it.
+func recordJSON(t *testing.T, rec task.Record) json.RawMessage {
+	t.Helper()
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
 
 func chunkTexts(t *testing.T, rec task.Record) []string {
@@ -291,11 +293,11 @@ func TestTaskResultReadableAfterRestart(t *testing.T) {
 	if a2.PeerID() != a.PeerID() {
 		t.Fatalf("restarted node is %s, was %s", a2.PeerID(), a.PeerID())
 	}
-	raw2, err := client(a2).Task(context.Background(), sub.ID)
+	rec2, err := client(a2).Task(context.Background(), sub.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(raw2, raw) {
+	if raw2 := recordJSON(t, rec2); !bytes.Equal(raw2, raw) {
 		t.Fatalf("after restart:\n%s\nbefore:\n%s", raw2, raw)
 	}
 	// a missing id is still a 404, not a stale answer
