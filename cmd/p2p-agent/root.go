@@ -148,6 +148,7 @@ func newRootCmd(e *env) *cobra.Command {
 		newPingCmd(e),
 		newTaskCmd(e),
 		newTraceCmd(e),
+		newTopCmd(e),
 		newIDCmd(e),
 		newConfigCmd(e),
 		newVersionCmd(e),

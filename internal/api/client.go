@@ -205,3 +205,10 @@ func (c *Client) Trace(ctx context.Context, id string) (tracing.Trace, error) {
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/traces/"+url.PathEscape(id), nil, "", &t)
 	return t, err
 }
+
+// Stats returns the node's status and counters now.
+func (c *Client) Stats(ctx context.Context) (Stats, error) {
+	var st Stats
+	_, err := c.do(ctx, http.MethodGet, "/api/v1/stats", nil, "", &st)
+	return st, err
+}

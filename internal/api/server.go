@@ -68,6 +68,8 @@ type Deps struct {
 	Tasks  Tasks
 	// Traces assembles traces for GET /api/v1/traces/{id}.
 	Traces TraceSource
+	// Stats reads the node's counters for GET /api/v1/stats.
+	Stats StatsSource
 	// Accepting reports whether the node takes new work; while it returns
 	// false, every route but status answers 503 (the node is starting or
 	// draining). Nil means always.
@@ -160,7 +162,7 @@ func NewServer(cfg ServerConfig, deps Deps) *Server {
 	}
 	cfg.Limits.defaults()
 	s := &Server{cfg: cfg, deps: deps, log: cfg.Logger}
-	store, peers, pinger, tasks, traces := deps.Store != nil, deps.Peers != nil, deps.Pinger != nil, deps.Tasks != nil, deps.Traces != nil
+	store, peers, pinger, tasks, traces, stats := deps.Store != nil, deps.Peers != nil, deps.Pinger != nil, deps.Tasks != nil, deps.Traces != nil, deps.Stats != nil
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/status", s.handleStatus)
 	mux.HandleFunc("GET /api/v1/peers", s.work(peers, "p2p", s.handlePeers))
@@ -172,6 +174,7 @@ func NewServer(cfg ServerConfig, deps Deps) *Server {
 	mux.HandleFunc("POST /api/v1/tasks", s.work(tasks, "task engine", s.handleTaskSubmit))
 	mux.HandleFunc("GET /api/v1/tasks/{id}", s.work(tasks, "task engine", s.handleTaskGet))
 	mux.HandleFunc("GET /api/v1/traces/{id}", s.work(traces, "tracing", s.handleTrace))
+	mux.HandleFunc("GET /api/v1/stats", s.work(stats, "metrics", s.handleStats))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -510,12 +513,17 @@ func statusOf(err error) int {
 	return http.StatusInternalServerError
 }
 
+// writeJSON encodes v before writing the status, so that a value that
+// cannot be encoded answers 500 rather than a truncated 2xx body.
 func writeJSON(w http.ResponseWriter, code int, v any) {
+	body, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		code = http.StatusInternalServerError
+		body, _ = json.Marshal(ErrorBody{Error: "encoding the answer: " + err.Error()})
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	_, _ = w.Write(append(body, '\n'))
 }
 
 func writeError(w http.ResponseWriter, code int, msg string) {

@@ -205,6 +205,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		Pinger:    p2p.NewPinger(n.host, n.service),
 		Tasks:     n.tasks,
 		Traces:    n.Trace,
+		Stats:     func() (metrics.Snapshot, error) { return metrics.TakeSnapshot(n.reg) },
 		Accepting: n.Ready,
 	})
 	return n, nil
