@@ -222,9 +222,17 @@ func (f *fleet) checkRules(t *testing.T, rules []rule) {
 	}
 	var active []string
 	for _, r := range loaded {
-		if r.Type == "alerting" && r.State != "inactive" {
-			active = append(active, r.Name+" ("+r.State+")")
+		if r.Type != "alerting" || r.State == "inactive" {
+			continue
 		}
+		// A latency alert measures the machine (one slow fsync on a loaded
+		// CI runner); pending is all it can be within this test, since it
+		// needs 10 minutes to fire. Any other alert is a real failure.
+		if r.State == "pending" && strings.HasSuffix(r.Name, "LatencyHigh") {
+			t.Logf("%s pending: this machine's latency, not the kit's", r.Name)
+			continue
+		}
+		active = append(active, r.Name+" ("+r.State+")")
 	}
 	sort.Strings(active)
 	if len(active) > 0 {

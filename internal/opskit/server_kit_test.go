@@ -50,12 +50,15 @@ func startMetricsNode(t *testing.T, peerID string) *metricsNode {
 
 // traffic runs real storage operations through the instrumented Pebble
 // store and records message and task traffic on the catalogue's children.
+// Writes are Eventual: a synced write's latency is the machine's disk, and
+// one fsync over 50 ms on a loaded CI machine would make the latency alert
+// pending in a fleet that is otherwise healthy.
 func (n *metricsNode) traffic(t *testing.T) {
 	t.Helper()
 	ctx := context.Background()
 	for i := 0; i < 10; i++ {
 		key := fmt.Sprintf("opskit/%d", i)
-		if err := n.store.Put(ctx, key, []byte("value"), storage.Strong); err != nil {
+		if err := n.store.Put(ctx, key, []byte("value"), storage.Eventual); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := n.store.Get(ctx, key, storage.Strong); err != nil {
@@ -65,7 +68,7 @@ func (n *metricsNode) traffic(t *testing.T) {
 	if _, err := n.store.List(ctx, "opskit/", storage.Strong); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.store.Delete(ctx, "opskit/0", storage.Strong); err != nil {
+	if err := n.store.Delete(ctx, "opskit/0", storage.Eventual); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {
