@@ -23,6 +23,7 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 	"github.com/p2p-ai-agents/p2p-agent/internal/task"
 	"github.com/p2p-ai-agents/p2p-agent/internal/tracing"
+	"github.com/p2p-ai-agents/p2p-agent/internal/ui"
 )
 
 // Errors of the API's own request parsing; statusOf maps them with the
@@ -175,6 +176,8 @@ func NewServer(cfg ServerConfig, deps Deps) *Server {
 	mux.HandleFunc("GET /api/v1/tasks/{id}", s.work(tasks, "task engine", s.handleTaskGet))
 	mux.HandleFunc("GET /api/v1/traces/{id}", s.work(traces, "tracing", s.handleTrace))
 	mux.HandleFunc("GET /api/v1/stats", s.work(stats, "metrics", s.handleStats))
+	mux.Handle("GET /ui/", ui.Handler("/ui/"))
+	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -245,6 +248,12 @@ func (s *Server) auth(next http.Handler) http.Handler {
 	}
 	want := []byte("Bearer " + s.cfg.Token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The web view's assets hold no data; the page asks for the token
+		// and sends it with every data request.
+		if r.Method == http.MethodGet && (r.URL.Path == "/ui" || strings.HasPrefix(r.URL.Path, "/ui/")) {
+			next.ServeHTTP(w, r)
+			return
+		}
 		got := []byte(r.Header.Get("Authorization"))
 		if subtle.ConstantTimeCompare(got, want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="p2p-agent"`)
