@@ -21,9 +21,11 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v redis-cli    >/dev/null 2>&1 || missing+=(redis-tools)
 command -v prometheus   >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool     >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium     >/dev/null 2>&1 || missing+=(chromium)
+command -v tmux         >/dev/null 2>&1 || missing+=(tmux)
 
 if [ ${#missing[@]} -eq 0 ]; then
-	echo "test-deps: redis-server, redis-cli, prometheus and promtool present"
+	echo "test-deps: redis-server, redis-cli, prometheus, promtool, chromium, tmux and jaeger present"
 	exit 0
 fi
 
@@ -39,7 +41,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 # The Debian packages start system services; the tests start their own
 # servers on free loopback ports and never use these.
-for cmd in redis-server redis-cli prometheus promtool; do
+for cmd in redis-server redis-cli prometheus promtool chromium tmux; do
 	command -v "$cmd" >/dev/null 2>&1 || { echo "test-deps: $cmd still missing" >&2; exit 1; }
 done
 echo "test-deps: installed ${pkgs[*]}"
