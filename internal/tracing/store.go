@@ -99,7 +99,7 @@ func (s *Store) OnEnd(ro sdktrace.ReadOnlySpan) {
 	if attrs := ro.Attributes(); len(attrs) > 0 {
 		rec.Attributes = make(map[string]string, len(attrs))
 		for _, kv := range attrs {
-			rec.Attributes[string(kv.Key)] = kv.Value.Emit()
+			rec.Attributes[string(kv.Key)] = kv.Value.String()
 		}
 	}
 	if st := ro.Status(); st.Code == codes.Error {
