@@ -16,15 +16,18 @@ build:
 run: build
 	./$(BIN) start
 
-## test-deps: install what the tests need (redis-server, prometheus, promtool) when missing
+## test-deps: install what the tests need (redis-server, prometheus, promtool, chromium, tmux, jaeger) when missing
 test-deps:
 	./scripts/test-deps.sh
 
-## lint: gofmt and go vet
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+## lint: gofmt, go vet and staticcheck
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
 
 ## test: the whole suite: dependencies, lint, race tests against real redis/prometheus, short fuzzing
 test: test-deps lint
