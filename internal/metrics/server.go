@@ -102,14 +102,15 @@ func NewServer(reg *prometheus.Registry, ready func() bool, cfg ServerConfig) *S
 	}
 	s := &Server{cfg: cfg, ready: ready, log: cfg.Logger, errc: make(chan error, 1)}
 
-	metricsHandler := promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+	metricsHandler := promhttp.InstrumentMetricHandler(reg, gzipped(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelError),
 		ErrorHandling:       promhttp.ContinueOnError,
 		Registry:            reg, // counts promhttp_metric_handler_errors_total
 		MaxRequestsInFlight: cfg.MaxRequestsInFlight,
 		Timeout:             cfg.Timeout,
 		EnableOpenMetrics:   true,
-	}))
+		DisableCompression:  true, // gzipped compresses, at BestSpeed
+	})))
 
 	mux := http.NewServeMux()
 	mux.Handle(cfg.Path, rateLimit(metricsHandler, cfg.RateLimit))
