@@ -1,6 +1,7 @@
 package local
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -185,3 +186,49 @@ func (r *reserve) onDiskFull() {
 
 // low reports whether the last write was refused.
 func (r *reserve) low() bool { return r.refused.Load() }
+
+// reclaimLoop flushes and compacts the whole key space when asked (a
+// delete while writes are refused), reclaimPause after the request and at
+// most once per reclaimSpacing, until ctx is done. The flush and compaction run in the reserve.
+func (s *Store) reclaimLoop(ctx context.Context) {
+	defer close(s.bgDone)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.reclaim:
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(reclaimPause):
+		}
+		s.compactAll(ctx)
+		// A compaction of the whole key space rewrites a lot: deletes
+		// arriving meanwhile wait for the next one.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(reclaimSpacing):
+		}
+	}
+}
+
+func (s *Store) compactAll(ctx context.Context) {
+	defer func() {
+		if r := recover(); r != nil {
+			_ = s.fail("compact", asFatal(r))
+		}
+	}()
+	if s.failed.Load() != nil {
+		return
+	}
+	if err := s.db.Flush(); err != nil {
+		s.log.Error("reclaim:"+errClass(err), "local store: flush to reclaim space failed", "err", err)
+		return
+	}
+	// Keys are UTF-8 without NUL: every key lies in [0x00, 0xff).
+	if err := s.db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil && ctx.Err() == nil {
+		s.log.Error("reclaim:"+errClass(err), "local store: compaction to reclaim space failed", "err", err)
+	}
+}
