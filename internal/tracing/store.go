@@ -117,7 +117,7 @@ func (s *Store) add(id trace.TraceID, rec SpanRecord) {
 	defer s.mu.Unlock()
 	t := s.traces[id]
 	if t == nil {
-		t = &storedTrace{first: now}
+		t = &storedTrace{first: now, spans: make([]SpanRecord, 0, 8)}
 		s.traces[id] = t
 		s.order = append(s.order, id)
 	}

@@ -324,3 +324,40 @@ func TestAssemble(t *testing.T) {
 		t.Fatalf("Answer of a bad id: %v", err)
 	}
 }
+
+func BenchmarkSpans(b *testing.B) {
+	tr := newTracing(b, 0)
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "h", Buckets: []float64{1}})
+	ctx, root := tr.StartRoot(context.Background(), "root", trace.SpanKindServer, true)
+	defer root.End(nil)
+	b.Run("unsampled-start-end", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			c, s := tr.Start(context.Background(), "child", trace.SpanKindInternal)
+			tracing.Observe(c, h, 0.1)
+			s.End(nil)
+		}
+	})
+	b.Run("sampled-start-end", func(b *testing.B) {
+		// Traces of 8 spans, as a small remote task makes.
+		b.ReportAllocs()
+		i := 0
+		pctx, parent := tr.StartRoot(context.Background(), "root", trace.SpanKindServer, true)
+		for b.Loop() {
+			if i++; i%8 == 0 {
+				parent.End(nil)
+				pctx, parent = tr.StartRoot(context.Background(), "root", trace.SpanKindServer, true)
+			}
+			c, s := tr.Start(pctx, "child", trace.SpanKindInternal)
+			s.SetAttributes(attribute.String("storage.backend", "local"))
+			tracing.Observe(c, h, 0.1)
+			s.End(nil)
+		}
+	})
+	b.Run("traceparent-out-in", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			_ = tracing.WithTraceparent(context.Background(), tracing.Traceparent(ctx))
+		}
+	})
+}
