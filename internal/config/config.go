@@ -22,6 +22,10 @@ const (
 	BackendRedis = "redis"
 )
 
+// Backends returns the storage backends accepted by storage.backend: the
+// closed set of the backend label of the storage metrics.
+func Backends() []string { return []string{BackendLocal, BackendRedis} }
+
 // Log formats accepted by log.format.
 const (
 	LogFormatJSON = "json"

@@ -208,7 +208,7 @@ func validate(c *Config, sources map[string]string) Errors {
 	v.intRange("p2p.max_inflight_bytes", c.P2P.MaxInflightBytes, c.P2P.MaxMessageBytes, maxBytesLimit)
 	v.intRange("p2p.max_handlers_per_peer", c.P2P.MaxHandlersPerPeer, 1, 1<<16)
 
-	v.enum("storage.backend", c.Storage.Backend, BackendLocal, BackendRedis)
+	v.enum("storage.backend", c.Storage.Backend, Backends()...)
 	v.intRange("storage.max_value_bytes", c.Storage.MaxValueBytes, 1, maxBytesLimit)
 	v.intMin("storage.local.min_free_bytes", c.Storage.Local.MinFreeBytes, 0)
 
