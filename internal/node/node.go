@@ -238,7 +238,7 @@ func (n *Node) openStore(ctx context.Context) error {
 			DialTimeout:  r.DialTimeout,
 			ReadTimeout:  r.ReadTimeout,
 			WriteTimeout: r.WriteTimeout,
-			MaxRetries:   r.MaxRetries,
+			MaxRetries:   cmp.Or(r.MaxRetries, -1), // 0 in the config: no retries
 			RetryBackoff: r.RetryBackoff,
 			MinReplicas:  r.MinReplicas,
 			Logger:       n.log,
