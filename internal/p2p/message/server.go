@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/oneline"
 )
 
 // inboundStream serves requests arriving on one stream opened by a peer.
@@ -265,6 +266,7 @@ func errorEnvelope(id string, err error) *Envelope {
 	case isTimeout(err):
 		ep.Code = CodeTimeout
 	}
+	ep.Message = oneline.Flatten(ep.Message) // the wire carries one line
 	env, _ := NewEnvelope(TypeError, ep)
 	env.ID = id
 	return env
