@@ -24,6 +24,7 @@ import (
 // operations and resolves a median inside the classic bucket that holds the
 // median.
 func TestNativeHistograms(t *testing.T) {
+	t.Parallel()
 	testenv.SkipIfShort(t, "starts the binary and prometheus")
 	n := testenv.StartNode(t, testenv.NodeOptions{})
 	c := &http.Client{Timeout: 10 * time.Second}

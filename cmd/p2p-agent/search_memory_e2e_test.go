@@ -63,6 +63,7 @@ func runTask(t *testing.T, api string, typ string, input any) task.Record {
 // page at a time and at most task.max_concurrent_searches scans run at
 // once, whatever the number of requests.
 func TestSearchMemoryBounded(t *testing.T) {
+	t.Parallel()
 	testenv.SkipIfShort(t, "indexes 100k chunks in the binary")
 	n := testenv.StartNode(t, testenv.NodeOptions{})
 	pid := n.PID()

@@ -54,6 +54,7 @@ func trickleBody(t *testing.T, addr, key string, interval time.Duration, stop <-
 }
 
 func TestE2ESlowBodyIsCutAndNothingStored(t *testing.T) {
+	t.Parallel()
 	testenv.SkipIfShort(t, "builds and starts the binary")
 	n := testenv.StartNode(t, testenv.NodeOptions{})
 	stop := make(chan struct{})
@@ -77,6 +78,7 @@ func TestE2ESlowBodyIsCutAndNothingStored(t *testing.T) {
 }
 
 func TestE2EShutdownNotHeldBySlowClient(t *testing.T) {
+	t.Parallel()
 	testenv.SkipIfShort(t, "builds and starts the binary")
 	// A floor of 1 B/s lets the trickle (5 B/s) live: only shutdown ends it.
 	n := testenv.StartNode(t, testenv.NodeOptions{Args: []string{"--api.min_body_rate=1"}})
@@ -243,6 +245,7 @@ func TestE2EMetricsWrongPasswordsCheap(t *testing.T) {
 }
 
 func TestE2ESlowBodyWithoutTokenIsCut(t *testing.T) {
+	t.Parallel()
 	testenv.SkipIfShort(t, "builds and starts the binary")
 	// The 401 is answered before the body is read; the server then drains
 	// the body under the same floor rate, so the trickler is still cut.

@@ -58,7 +58,7 @@ func newTaskCmd(e *env) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 	}
 	submitClient := apiFlags(submit, e)
-	input := submit.Flags().StringP("input", "i", "", "input file (JSON object, or plain text for text.chunk/text.embed); - reads stdin")
+	input := submit.Flags().StringP("input", "i", "", "input file (JSON object, or plain text for "+task.TypeChunk+"/"+task.TypeEmbed+"); - reads stdin")
 	peerArg := submit.Flags().String("peer", "", "run the task on this peer (peer ID or multiaddr)")
 	wait := submit.Flags().Bool("wait", false, "wait for the result and print it")
 	traced := submit.Flags().Bool("trace", false, "trace the task across every node it touches (its trace id goes to stderr; see p2p-agent trace)")

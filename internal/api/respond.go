@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/oneline"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
@@ -82,6 +83,8 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	_, _ = w.Write(append(body, '\n'))
 }
 
+// writeError answers with an ErrorBody; the message is flattened to one line
+// here, at the edge, whatever layer it came from.
 func writeError(w http.ResponseWriter, code int, msg string) {
-	writeJSON(w, code, ErrorBody{Error: strings.TrimSpace(msg)})
+	writeJSON(w, code, ErrorBody{Error: oneline.Flatten(strings.TrimSpace(msg))})
 }

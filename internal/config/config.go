@@ -22,6 +22,10 @@ const (
 	BackendRedis = "redis"
 )
 
+// Backends returns the storage backends accepted by storage.backend: the
+// closed set of the backend label of the storage metrics.
+func Backends() []string { return []string{BackendLocal, BackendRedis} }
+
 // Log formats accepted by log.format.
 const (
 	LogFormatJSON = "json"
@@ -182,7 +186,7 @@ type TracingConfig struct {
 
 // TaskConfig is the task section.
 type TaskConfig struct {
-	// Timeout bounds a task run on a remote peer.
+	// Timeout bounds each attempt of a task, remote or local.
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxConcurrent bounds the tasks executing at once.
 	MaxConcurrent int `yaml:"max_concurrent"`
@@ -196,51 +200,21 @@ type TaskConfig struct {
 	MaxRecords int `yaml:"max_records"`
 }
 
-// Default returns the built-in defaults, with node.data_dir expanded to the user's home
-// directory and node.name set to the host name where they can be determined.
+// Default returns the built-in defaults: the def of every key of the key table,
+// parsed by the same code as a value from a file, the environment or a flag. node.data_dir
+// is expanded to the user's home directory and node.name set to the host name where
+// they can be determined.
 func Default() *Config {
-	c := &Config{
-		Node: NodeConfig{DataDir: "~/.p2p-agent"},
-		Log:  LogConfig{Level: "info", Format: LogFormatJSON},
-		P2P: P2PConfig{
-			Listen:             []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
-			Bootstrap:          []string{},
-			MDNS:               true,
-			MaxMessageBytes:    1 << 20,
-			MaxInflightBytes:   64 << 20,
-			MaxHandlersPerPeer: 64,
-		},
-		Storage: StorageConfig{
-			Backend:       BackendLocal,
-			MaxValueBytes: 8 << 20,
-			Local:         LocalConfig{MinFreeBytes: 64 << 20},
-			Redis: RedisConfig{
-				Addrs:        []string{"127.0.0.1:6379"},
-				KeyPrefix:    "p2p-agent:",
-				DialTimeout:  5 * time.Second,
-				ReadTimeout:  3 * time.Second,
-				WriteTimeout: 3 * time.Second,
-				MaxRetries:   3,
-				RetryBackoff: 50 * time.Millisecond,
-			},
-		},
-		Metrics: MetricsConfig{
-			Enabled:             true,
-			Listen:              ":8080",
-			Path:                "/metrics",
-			MaxRequestsInFlight: 10,
-			RateLimit:           20,
-			AuthFailureRate:     1,
-			MaxConnections:      64,
-			SampleInterval:      5 * time.Second,
-		},
-		API: APIConfig{Listen: "127.0.0.1:7070", ReadHeaderTimeout: 5 * time.Second, BodyTimeout: 60 * time.Second,
-			MinBodyRate: 4096, MaxConnections: 256, MaxBodyBytesInFlight: 32 << 20, ShutdownGrace: 2 * time.Second},
-		Task:    TaskConfig{Timeout: 30 * time.Second, MaxConcurrent: 4, MaxConcurrentSearches: 2, MaxQueued: 64, Retention: 168 * time.Hour, MaxRecords: 100000},
-		Tracing: TracingConfig{SampleRatio: 0.01, MaxSpans: 100000, Retention: 48 * time.Hour},
-	}
-	if dir, err := expandHome(c.Node.DataDir); err == nil {
-		c.Node.DataDir = dir
+	c := &Config{}
+	for i := range keyTable {
+		d := &keyTable[i]
+		if fe := apply(c, setting{def: d, raw: d.def, source: "default"}); fe != nil {
+			if !d.path {
+				panic(fmt.Sprintf("config: default of %s: %v", d.key, fe))
+			}
+			// no home directory: keep "~" for Load to report
+			*d.field(c).(*string) = d.def
+		}
 	}
 	c.Node.Name = hostname()
 	return c

@@ -151,6 +151,56 @@ func TestKeysDefaultsRoundTrip(t *testing.T) {
 	}
 }
 
+// TestDefaultValues pins the built-in defaults, which Default() derives from the
+// key table: a changed def is a changed contract.
+func TestDefaultValues(t *testing.T) {
+	want := &Config{
+		Node: NodeConfig{DataDir: "~/.p2p-agent"},
+		Log:  LogConfig{Level: "info", Format: LogFormatJSON},
+		P2P: P2PConfig{
+			Listen:             []string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1"},
+			Bootstrap:          []string{},
+			MDNS:               true,
+			MaxMessageBytes:    1 << 20,
+			MaxInflightBytes:   64 << 20,
+			MaxHandlersPerPeer: 64,
+		},
+		Storage: StorageConfig{
+			Backend:       BackendLocal,
+			MaxValueBytes: 8 << 20,
+			Local:         LocalConfig{MinFreeBytes: 64 << 20},
+			Redis: RedisConfig{
+				Addrs:        []string{"127.0.0.1:6379"},
+				KeyPrefix:    "p2p-agent:",
+				DialTimeout:  5 * time.Second,
+				ReadTimeout:  3 * time.Second,
+				WriteTimeout: 3 * time.Second,
+				MaxRetries:   3,
+				RetryBackoff: 50 * time.Millisecond,
+			},
+		},
+		Metrics: MetricsConfig{
+			Enabled:             true,
+			Listen:              ":8080",
+			Path:                "/metrics",
+			MaxRequestsInFlight: 10,
+			RateLimit:           20,
+			AuthFailureRate:     1,
+			MaxConnections:      64,
+			SampleInterval:      5 * time.Second,
+		},
+		API: APIConfig{Listen: "127.0.0.1:7070", ReadHeaderTimeout: 5 * time.Second, BodyTimeout: 60 * time.Second,
+			MinBodyRate: 4096, MaxConnections: 256, MaxBodyBytesInFlight: 32 << 20, ShutdownGrace: 2 * time.Second},
+		Task:    TaskConfig{Timeout: 30 * time.Second, MaxConcurrent: 4, MaxConcurrentSearches: 2, MaxQueued: 64, Retention: 168 * time.Hour, MaxRecords: 100000},
+		Tracing: TracingConfig{SampleRatio: 0.01, MaxSpans: 100000, Retention: 48 * time.Hour},
+	}
+	want.Node.DataDir = Default().Node.DataDir
+	want.Node.Name = hostname()
+	if got := Default(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Default():\n got %+v\nwant %+v", got, want)
+	}
+}
+
 // TestMarshalRoundTrip checks the yaml tags: a marshalled Config is a valid file that
 // loads back to the same Config.
 func TestMarshalRoundTrip(t *testing.T) {

@@ -184,7 +184,7 @@ var keyTable = []keyDef{
 		desc:  "At shutdown, how long requests in flight on both listeners may finish before their connections are closed.",
 		field: func(c *Config) any { return &c.API.ShutdownGrace }},
 	{key: "task.timeout", def: "30s",
-		desc:  "Timeout of a task run on a remote peer.",
+		desc:  "Time limit of each attempt of a task, whether it runs on a remote peer or on this node; the task fails with code timeout when it is exceeded.",
 		field: func(c *Config) any { return &c.Task.Timeout }},
 	{key: "task.max_concurrent", def: "4",
 		desc:  "Tasks executing at once on this node (local and for peers); more wait in the queue.",

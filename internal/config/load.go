@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/oneline"
 )
 
 // LoadOptions are the sources Load merges, lowest precedence first.
@@ -132,7 +134,7 @@ func readFile(path string) ([]setting, Errors, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, nil, nil // empty file: nothing set
 		}
-		return nil, nil, fmt.Errorf("%w: config file %s: %s", ErrInvalid, path, oneLine(err.Error()))
+		return nil, nil, fmt.Errorf("%w: config file %s: %s", ErrInvalid, path, oneline.Flatten(err.Error()))
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
@@ -354,11 +356,6 @@ func displayValue(d *keyDef, v string) string {
 		return redactURL(v)
 	}
 	return redactedMark
-}
-
-// oneLine folds a multi-line message (yaml and exporter-toolkit errors) into one line.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }
 
 func keyNames() []string {

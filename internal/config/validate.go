@@ -17,6 +17,8 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 	"github.com/prometheus/exporter-toolkit/web"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/oneline"
 )
 
 // ErrInvalid is wrapped by every configuration error: unknown keys, unparsable or
@@ -187,13 +189,13 @@ func validate(c *Config, sources map[string]string) Errors {
 	}
 	for _, s := range c.P2P.Listen {
 		if _, err := ma.NewMultiaddr(s); err != nil {
-			v.fail("p2p.listen", s, "not a valid multiaddr: "+oneLine(err.Error()))
+			v.fail("p2p.listen", s, "not a valid multiaddr: "+oneline.Flatten(err.Error()))
 		}
 	}
 	for _, s := range c.P2P.Bootstrap {
 		a, err := ma.NewMultiaddr(s)
 		if err != nil {
-			v.fail("p2p.bootstrap", s, "not a valid multiaddr: "+oneLine(err.Error()))
+			v.fail("p2p.bootstrap", s, "not a valid multiaddr: "+oneline.Flatten(err.Error()))
 			continue
 		}
 		transport, id := peer.SplitAddr(a)
@@ -208,7 +210,7 @@ func validate(c *Config, sources map[string]string) Errors {
 	v.intRange("p2p.max_inflight_bytes", c.P2P.MaxInflightBytes, c.P2P.MaxMessageBytes, maxBytesLimit)
 	v.intRange("p2p.max_handlers_per_peer", c.P2P.MaxHandlersPerPeer, 1, 1<<16)
 
-	v.enum("storage.backend", c.Storage.Backend, BackendLocal, BackendRedis)
+	v.enum("storage.backend", c.Storage.Backend, Backends()...)
 	v.intRange("storage.max_value_bytes", c.Storage.MaxValueBytes, 1, maxBytesLimit)
 	v.intMin("storage.local.min_free_bytes", c.Storage.Local.MinFreeBytes, 0)
 
@@ -315,7 +317,7 @@ func checkRedisURL(s string) string {
 	// The storage layer parses the URL with go-redis; whatever it would refuse (an
 	// unknown query option, say) is refused here, at start, with exit code 2.
 	if _, err := redis.ParseURL(s); err != nil {
-		msg := oneLine(err.Error())
+		msg := oneline.Flatten(err.Error())
 		if pw, ok := u.User.Password(); ok && pw != "" {
 			msg = strings.ReplaceAll(msg, pw, redactedMark)
 		}
@@ -347,18 +349,18 @@ func checkMetricsPath(p string) string {
 func checkWebConfig(file string) string {
 	st, err := os.Stat(file)
 	if err != nil {
-		return "cannot be read: " + oneLine(err.Error())
+		return "cannot be read: " + oneline.Flatten(err.Error())
 	}
 	if st.IsDir() {
 		return "is a directory, not a file"
 	}
 	f, err := os.Open(file)
 	if err != nil {
-		return "cannot be read: " + oneLine(err.Error())
+		return "cannot be read: " + oneline.Flatten(err.Error())
 	}
 	f.Close()
 	if err := web.Validate(file); err != nil {
-		return "invalid web config: " + oneLine(err.Error())
+		return "invalid web config: " + oneline.Flatten(err.Error())
 	}
 	return ""
 }

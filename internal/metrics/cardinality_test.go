@@ -6,7 +6,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/config"
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
+	"github.com/p2p-ai-agents/p2p-agent/internal/task"
 )
 
 // seriesCount gathers reg and counts the series of each family.
@@ -29,9 +32,9 @@ func seriesCount(t *testing.T, reg *prometheus.Registry) map[string]int {
 // ones: everything unknown lands on "unknown".
 func TestBogusLabelValuesStayBounded(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	msgs := metrics.NewMessages(reg)
-	tasks := metrics.NewTasks(reg)
-	st := metrics.NewStorage(reg)
+	msgs := metrics.NewMessages(reg, message.MetricLabels())
+	tasks := metrics.NewTasks(reg, task.MetricLabels())
+	st := metrics.NewStorage(reg, config.Backends())
 	before := seriesCount(t, reg)
 	if before["messages_received_total"] != 8 || before["message_processing_errors_total"] != 8*9 || before["tasks_total"] != 5*3 {
 		t.Fatalf("pre-initialised series = %v", before)
@@ -43,8 +46,8 @@ func TestBogusLabelValuesStayBounded(t *testing.T) {
 		m.Duration.Observe(0.001)
 		m.Sent.Inc()
 		m.Error(bogus).Inc()
-		tasks.Total.WithLabelValues(metrics.TaskType(bogus), metrics.TaskOutcome(bogus)).Inc()
-		st.Operations.WithLabelValues("get", metrics.Backend(bogus)).Inc()
+		tasks.Total.WithLabelValues(tasks.Type(bogus), tasks.Outcome(bogus)).Inc()
+		st.Operations.WithLabelValues("get", st.Backend(bogus)).Inc()
 	}
 	after := seriesCount(t, reg)
 	for name, n := range before {

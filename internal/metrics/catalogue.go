@@ -5,6 +5,7 @@
 package metrics
 
 import (
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -57,20 +58,45 @@ var TaskBuckets = []float64{
 	1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2, 0.1, 0.5, 1, 5, 10, 30, 60, 120,
 }
 
+// The closed label sets (message types, error reasons, task types, ...) are
+// not declared here: each belongs to the package that owns the vocabulary
+// (internal/p2p/message, internal/task, internal/config) and is passed to the
+// constructor of its family, so adding a value touches one package. A value
+// outside the set given is recorded as Unknown.
+
+// closedSet is a closed set of label values.
+type closedSet []string
+
+// label returns v if it is in the set, else Unknown.
+func (c closedSet) label(v string) string {
+	for _, k := range c {
+		if k == v {
+			return k
+		}
+	}
+	return Unknown
+}
+
+// withUnknown returns the set followed by Unknown, in a new slice.
+func (c closedSet) withUnknown() []string {
+	return append(append([]string(nil), c...), Unknown)
+}
+
 // Storage is the storage family set: operations, durations and errors by
 // operation and backend.
 type Storage struct {
 	Operations *prometheus.CounterVec
 	Duration   *prometheus.HistogramVec
 	Errors     *prometheus.CounterVec
+
+	backends closedSet
 }
 
-// Backends is the closed set of storage backend label values.
-var Backends = []string{"local", "redis"}
-
-// NewStorage creates and registers the storage families on reg.
-func NewStorage(reg prometheus.Registerer) *Storage {
+// NewStorage creates and registers the storage families on reg. backends is
+// the closed set of the backend label (config.Backends()).
+func NewStorage(reg prometheus.Registerer, backends []string) *Storage {
 	s := &Storage{
+		backends: closedSet(slices.Clone(backends)),
 		Operations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "storage_operations_total",
 			Help: "Storage operations attempted by the node, by operation (get, put, delete, list) and backend (local, redis). Moves on every operation, successful or not.",
@@ -88,48 +114,15 @@ func NewStorage(reg prometheus.Registerer) *Storage {
 }
 
 // Backend returns name if it is in the closed set of backends, else Unknown.
-func Backend(name string) string {
-	for _, b := range Backends {
-		if b == name {
-			return b
-		}
-	}
-	return Unknown
-}
+func (s *Storage) Backend(name string) string { return s.backends.label(name) }
 
-// MessageTypes is the closed set of wire message types (DESIGN.md section 7).
-var MessageTypes = []string{"ping", "pong", "task.request", "task.result", "error", "trace.get", "trace.spans"}
-
-// ErrorReasons is the closed set of message error reasons.
-var ErrorReasons = []string{
-	"malformed",    // frame or envelope could not be decoded
-	"too_large",    // frame over p2p.max_message_bytes
-	"unknown_type", // no handler for the type
-	"busy",         // refused: p2p.max_inflight_bytes or p2p.max_handlers_per_peer reached
-	"handler",      // the handler returned an error
-	"panic",        // the handler panicked
-	"timeout",      // read, write or handling deadline exceeded
-	"stream",       // the stream broke mid-frame or a write failed
-}
-
-// MessageType returns t if it is a known message type, else Unknown.
-func MessageType(t string) string {
-	for _, k := range MessageTypes {
-		if k == t {
-			return k
-		}
-	}
-	return Unknown
-}
-
-// ErrorReason returns r if it is a known reason, else Unknown.
-func ErrorReason(r string) string {
-	for _, k := range ErrorReasons {
-		if k == r {
-			return k
-		}
-	}
-	return Unknown
+// MessageLabels are the closed label sets of the message families, owned by
+// internal/p2p/message (message.MetricLabels()).
+type MessageLabels struct {
+	// Types is the type label: the wire message types (DESIGN.md section 7).
+	Types []string
+	// Reasons is the reason label of message_processing_errors_total.
+	Reasons []string
 }
 
 // Messages is the message family set recorded by the message middleware.
@@ -144,6 +137,7 @@ type Messages struct {
 	types   []string
 	byType  []*TypeMetrics
 	unknown *TypeMetrics
+	reasons closedSet
 }
 
 // TypeMetrics are the label children of one message type, resolved
@@ -165,8 +159,8 @@ func (m *TypeMetrics) Error(reason string) prometheus.Counter {
 }
 
 // NewMessages creates and registers the message families on reg, with every
-// known type (and every type x reason) pre-initialised to zero.
-func NewMessages(reg prometheus.Registerer) *Messages {
+// type of l (and every type x reason) pre-initialised to zero.
+func NewMessages(reg prometheus.Registerer, l MessageLabels) *Messages {
 	m := &Messages{
 		Received: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "messages_received_total",
@@ -183,16 +177,17 @@ func NewMessages(reg prometheus.Registerer) *Messages {
 			Name: "messages_sent_total",
 			Help: "Messages written to peers (requests and responses), by message type.",
 		}, []string{"type"}),
+		reasons: closedSet(slices.Clone(l.Reasons)),
 	}
 	reg.MustRegister(m.Received, m.Duration, m.Errors, m.Sent)
-	for _, t := range append(append([]string(nil), MessageTypes...), Unknown) {
+	for _, t := range closedSet(l.Types).withUnknown() {
 		mt := &TypeMetrics{
 			Received: m.Received.WithLabelValues(t),
 			Duration: m.Duration.WithLabelValues(t),
 			Sent:     m.Sent.WithLabelValues(t),
-			errors:   make(map[string]prometheus.Counter, len(ErrorReasons)),
+			errors:   make(map[string]prometheus.Counter, len(l.Reasons)),
 		}
-		for _, r := range ErrorReasons {
+		for _, r := range l.Reasons {
 			mt.errors[r] = m.Errors.WithLabelValues(t, r)
 		}
 		mt.errUnk = m.Errors.WithLabelValues(t, Unknown)
@@ -217,11 +212,24 @@ func (m *Messages) For(t string) *TypeMetrics {
 	return m.unknown
 }
 
-// TaskTypes is the closed set of task types (DESIGN.md section 9).
-var TaskTypes = []string{"text.chunk", "text.embed", "index.add", "index.search"}
+// Type returns t if it is in the closed set of message types, else Unknown.
+func (m *Messages) Type(t string) string { return closedSet(m.types).label(t) }
 
-// TaskOutcomes is the closed set of task outcomes.
-var TaskOutcomes = []string{"succeeded", "failed", "cancelled"}
+// Reason returns r if it is in the closed set of error reasons, else Unknown.
+func (m *Messages) Reason(r string) string { return m.reasons.label(r) }
+
+// TaskLabels are the closed label sets of the task families, owned by
+// internal/task (task.MetricLabels()).
+type TaskLabels struct {
+	// Types is the type label: the task types (DESIGN.md section 9).
+	Types []string
+	// Outcomes is the outcome label of tasks_total.
+	Outcomes []string
+	// RefusalReasons is the reason label of tasks_refused_total.
+	RefusalReasons []string
+	// RemovalReasons is the reason label of tasks_records_removed_total.
+	RemovalReasons []string
+}
 
 // Tasks is the task family set recorded by the task engine on the executing node.
 type Tasks struct {
@@ -234,18 +242,16 @@ type Tasks struct {
 	Refused *prometheus.CounterVec
 	// RecordsRemoved counts task records deleted by retention, by reason.
 	RecordsRemoved *prometheus.CounterVec
+
+	types, outcomes closedSet
 }
 
-// TaskRefusalReasons is the closed set of the reason label of tasks_refused_total.
-var TaskRefusalReasons = []string{"busy", "too_large"}
-
-// TaskRemovalReasons is the closed set of the reason label of tasks_records_removed_total.
-var TaskRemovalReasons = []string{"expired", "over_limit"}
-
 // NewTasks creates and registers the task families on reg, pre-initialised
-// for every type and outcome.
-func NewTasks(reg prometheus.Registerer) *Tasks {
+// for every type, outcome and reason of l.
+func NewTasks(reg prometheus.Registerer, l TaskLabels) *Tasks {
 	t := &Tasks{
+		types:    closedSet(slices.Clone(l.Types)),
+		outcomes: closedSet(slices.Clone(l.Outcomes)),
 		Total: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tasks_total",
 			Help: "Tasks executed on this node, by task type and outcome (succeeded, failed, cancelled).",
@@ -271,37 +277,23 @@ func NewTasks(reg prometheus.Registerer) *Tasks {
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(t.Total, t.Duration, t.Running, t.Queued, t.Refused, t.RecordsRemoved)
-	for _, r := range TaskRemovalReasons {
+	for _, r := range l.RemovalReasons {
 		t.RecordsRemoved.WithLabelValues(r)
 	}
-	for _, ty := range append(append([]string(nil), TaskTypes...), Unknown) {
-		for _, r := range TaskRefusalReasons {
+	for _, ty := range t.types.withUnknown() {
+		for _, r := range l.RefusalReasons {
 			t.Refused.WithLabelValues(ty, r)
 		}
 		t.Duration.WithLabelValues(ty)
-		for _, o := range TaskOutcomes {
+		for _, o := range l.Outcomes {
 			t.Total.WithLabelValues(ty, o)
 		}
 	}
 	return t
 }
 
-// TaskType returns ty if it is a known task type, else Unknown.
-func TaskType(ty string) string {
-	for _, k := range TaskTypes {
-		if k == ty {
-			return k
-		}
-	}
-	return Unknown
-}
+// Type returns ty if it is in the closed set of task types, else Unknown.
+func (t *Tasks) Type(ty string) string { return t.types.label(ty) }
 
-// TaskOutcome returns o if it is a known outcome, else Unknown.
-func TaskOutcome(o string) string {
-	for _, k := range TaskOutcomes {
-		if k == o {
-			return k
-		}
-	}
-	return Unknown
-}
+// Outcome returns o if it is in the closed set of outcomes, else Unknown.
+func (t *Tasks) Outcome(o string) string { return t.outcomes.label(o) }

@@ -7,8 +7,12 @@ import (
 
 // NewRegistry returns a fresh registry for one node holding the standard Go
 // and process collectors and agent_info{version,peer_id}. Every component of
-// the node records on this registry; nothing uses the global default, so two
-// nodes in one process never share a counter.
+// the node records on this registry and nothing uses the global default, so
+// the node's own families (storage, messages, tasks, ...) are per node. Not
+// everything on it is: the Go and process collectors describe the whole
+// process, and go-libp2p's collectors (registered through
+// p2p.HostConfig.Registerer) are package-level variables of go-libp2p, so
+// two nodes in one process expose the same, process-wide, libp2p values.
 func NewRegistry(version, peerID string) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(

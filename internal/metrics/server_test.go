@@ -22,9 +22,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/bcrypt"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/config"
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
+	"github.com/p2p-ai-agents/p2p-agent/internal/task"
 	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
 )
 
@@ -32,15 +36,15 @@ import (
 func startServer(t *testing.T, cfg metrics.ServerConfig, ready func() bool) *metrics.Server {
 	t.Helper()
 	reg := metrics.NewRegistry("test", "12D3KooWTest")
-	st := metrics.NewStorage(reg)
+	st := metrics.NewStorage(reg, config.Backends())
 	// the storage decorator resolves these children when it wraps a backend
 	for _, op := range []string{"get", "put", "delete", "list"} {
 		st.Operations.WithLabelValues(op, "local")
 		st.Duration.WithLabelValues(op, "local")
 		st.Errors.WithLabelValues(op, "local")
 	}
-	metrics.NewMessages(reg)
-	metrics.NewTasks(reg)
+	metrics.NewMessages(reg, message.MetricLabels())
+	metrics.NewTasks(reg, task.MetricLabels())
 	metrics.RegisterPeers(reg, func() int { return 3 })
 	s := metrics.NewSampler(reg, time.Second, nil)
 	s.Sample()
@@ -335,16 +339,26 @@ func TestBadWebConfigFailsStart(t *testing.T) {
 }
 
 func TestLabelValuesFromClosedSets(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	msgs := metrics.NewMessages(reg, message.MetricLabels())
 	for in, want := range map[string]string{"ping": "ping", "task.request": "task.request", "bogus": "unknown", "": "unknown"} {
-		if got := metrics.MessageType(in); got != want {
-			t.Errorf("MessageType(%q) = %q, want %q", in, got, want)
+		if got := msgs.Type(in); got != want {
+			t.Errorf("Type(%q) = %q, want %q", in, got, want)
+		}
+		if msgs.For(in) != msgs.For(want) {
+			t.Errorf("For(%q) is not For(%q)", in, want)
 		}
 	}
-	if metrics.Backend("mysql") != "unknown" || metrics.Backend("redis") != "redis" {
+	st := metrics.NewStorage(reg, config.Backends())
+	if st.Backend("mysql") != "unknown" || st.Backend("redis") != "redis" {
 		t.Error("Backend closed set broken")
 	}
-	if metrics.TaskType("rm -rf") != "unknown" || metrics.ErrorReason("x") != "unknown" {
+	tasks := metrics.NewTasks(reg, task.MetricLabels())
+	if tasks.Type("rm -rf") != "unknown" || tasks.Type("text.chunk") != "text.chunk" || msgs.Reason("x") != "unknown" || msgs.Reason("too_large") != "too_large" {
 		t.Error("TaskType/ErrorReason closed set broken")
+	}
+	if msgs.For("ping").Error("x") != msgs.For("ping").Error("unknown") {
+		t.Error("Error(x) is not Error(unknown)")
 	}
 }
 

@@ -7,13 +7,15 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/config"
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 )
 
 func TestSnapshotRates(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	msgs := metrics.NewMessages(reg)
-	st := metrics.NewStorage(reg)
+	msgs := metrics.NewMessages(reg, message.MetricLabels())
+	st := metrics.NewStorage(reg, config.Backends())
 	a, err := metrics.TakeSnapshot(reg)
 	if err != nil {
 		t.Fatal(err)

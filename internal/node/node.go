@@ -139,7 +139,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 	}
 	metrics.RegisterPeers(n.reg, n.host.ConnectedPeers)
 
-	n.service = message.NewService(n.host.Libp2p(), metrics.NewMessages(n.reg), message.ServiceConfig{
+	n.service = message.NewService(n.host.Libp2p(), metrics.NewMessages(n.reg, message.MetricLabels()), message.ServiceConfig{
 		MaxMessageBytes:    cfg.P2P.MaxMessageBytes,
 		MaxInflightBytes:   cfg.P2P.MaxInflightBytes,
 		MaxHandlersPerPeer: cfg.P2P.MaxHandlersPerPeer,
@@ -147,7 +147,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		Logger:             log,
 	})
 
-	n.tasks = task.NewEngine(n.store, metrics.NewTasks(n.reg), p2p.NewTaskTransport(n.host, n.service), id, task.Options{
+	n.tasks = task.NewEngine(n.store, metrics.NewTasks(n.reg, task.MetricLabels()), p2p.NewTaskTransport(n.host, n.service), id, task.Options{
 		Timeout:               cfg.Task.Timeout,
 		Logger:                log.With("component", "tasks"),
 		MaxConcurrent:         cfg.Task.MaxConcurrent,
@@ -227,7 +227,7 @@ func (n *Node) openStore(ctx context.Context) error {
 	cfg := n.cfg
 	var backend storage.Store
 	switch cfg.Storage.Backend {
-	case "redis":
+	case config.BackendRedis:
 		r := cfg.Storage.Redis
 		rs, err := redisstore.New(ctx, redisstore.Options{
 			Addrs:        r.Addrs,
@@ -238,7 +238,7 @@ func (n *Node) openStore(ctx context.Context) error {
 			DialTimeout:  r.DialTimeout,
 			ReadTimeout:  r.ReadTimeout,
 			WriteTimeout: r.WriteTimeout,
-			MaxRetries:   r.MaxRetries,
+			MaxRetries:   cmp.Or(r.MaxRetries, -1), // 0 in the config: no retries
 			RetryBackoff: r.RetryBackoff,
 			MinReplicas:  r.MinReplicas,
 			Logger:       n.log,
@@ -268,7 +268,7 @@ func (n *Node) openStore(ctx context.Context) error {
 		backend = ls
 	}
 	n.backend = cfg.Storage.Backend
-	n.store = storage.InstrumentTraced(storage.Validate(backend, cfg.Storage.MaxValueBytes), metrics.NewStorage(n.reg), n.backend, n.tracing)
+	n.store = storage.InstrumentTraced(storage.Validate(backend, cfg.Storage.MaxValueBytes), metrics.NewStorage(n.reg, config.Backends()), n.backend, n.tracing)
 	return nil
 }
 

@@ -222,6 +222,7 @@ func TestTwoNodesDoNotShareCounters(t *testing.T) {
 }
 
 func TestScrapeUnderLoad(t *testing.T) {
+	t.Parallel()
 	n, _ := startNode(t, map[string]string{"storage.max_value_bytes": "65536"})
 	// writers stop between requests (not by cancelling one in flight), so
 	// every put the server counted was acknowledged to a writer.
@@ -368,6 +369,7 @@ func TestStatusAndAuth(t *testing.T) {
 }
 
 func TestAPIErrorCodes(t *testing.T) {
+	t.Parallel()
 	n, _ := startNode(t, map[string]string{"storage.max_value_bytes": "1024"})
 	base := "http://" + n.APIAddr().String()
 	do := func(method, path string, body []byte) int {

@@ -201,6 +201,7 @@ func TestTaskWithoutPeerRunsOnOfferingPeer(t *testing.T) {
 // task is retried locally and succeeds; with one it fails, naming the
 // peer and both attempts.
 func TestTaskSurvivesKilledExecutingPeer(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name      string
 		withPeer  bool

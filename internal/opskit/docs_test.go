@@ -13,8 +13,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/config"
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
+	"github.com/p2p-ai-agents/p2p-agent/internal/task"
 )
 
 // docLabel is one label of a catalogue row: a closed set of values, or free.
@@ -104,13 +107,13 @@ func parseCatalogue(t testing.TB) []docMetric {
 func nodeRegistry(t testing.TB) *prometheus.Registry {
 	t.Helper()
 	reg := metrics.NewRegistry("v0.0.0-test", "12D3KooWDocsTestPeer")
-	st := metrics.NewStorage(reg)
+	st := metrics.NewStorage(reg, config.Backends())
 	// Instrument resolves the label children of every operation for its
 	// backend; it never calls the wrapped store while wrapping.
 	storage.Instrument(nil, st, "local")
 	storage.Instrument(nil, st, "redis")
-	metrics.NewMessages(reg)
-	metrics.NewTasks(reg)
+	metrics.NewMessages(reg, message.MetricLabels())
+	metrics.NewTasks(reg, task.MetricLabels())
 	metrics.RegisterPeers(reg, func() int { return 2 })
 	metrics.NewSampler(reg, time.Second, nil).Sample()
 	metrics.RegisterRedisPool(reg, func() metrics.PoolStats { return metrics.PoolStats{TotalConns: 1} })
@@ -210,11 +213,15 @@ func TestMetricsDocMatchesRegistry(t *testing.T) {
 // TestMetricsDocUnknownIsReal checks that where the catalogue lists
 // "unknown", the code really folds outsiders into it.
 func TestMetricsDocUnknownIsReal(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	st := metrics.NewStorage(reg, config.Backends())
+	msgs := metrics.NewMessages(reg, message.MetricLabels())
+	tasks := metrics.NewTasks(reg, task.MetricLabels())
 	folds := map[string]func(string) string{
-		"backend": metrics.Backend,
-		"type":    metrics.MessageType,
-		"reason":  metrics.ErrorReason,
-		"outcome": metrics.TaskOutcome,
+		"backend": st.Backend,
+		"type":    msgs.Type,
+		"reason":  msgs.Reason,
+		"outcome": tasks.Outcome,
 	}
 	for _, m := range parseCatalogue(t) {
 		for _, l := range m.Labels {
@@ -228,7 +235,7 @@ func TestMetricsDocUnknownIsReal(t *testing.T) {
 			}
 			if m.Name == "tasks_total" || m.Name == "task_duration_seconds" {
 				if l.Name == "type" {
-					fold = metrics.TaskType
+					fold = tasks.Type
 				}
 			}
 			if got := fold("no-such-value"); got != metrics.Unknown {

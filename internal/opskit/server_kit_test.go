@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/config"
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage/local"
+	"github.com/p2p-ai-agents/p2p-agent/internal/task"
 	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
 )
 
@@ -30,9 +33,9 @@ func startMetricsNode(t *testing.T, peerID string) *metricsNode {
 		t.Fatal(err)
 	}
 	n := &metricsNode{
-		store: storage.Instrument(backend, metrics.NewStorage(reg), "local"),
-		msgs:  metrics.NewMessages(reg),
-		tasks: metrics.NewTasks(reg),
+		store: storage.Instrument(backend, metrics.NewStorage(reg, config.Backends()), "local"),
+		msgs:  metrics.NewMessages(reg, message.MetricLabels()),
+		tasks: metrics.NewTasks(reg, task.MetricLabels()),
 	}
 	t.Cleanup(func() { _ = n.store.Close() })
 	metrics.RegisterPeers(reg, func() int { return 1 })

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/config"
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
@@ -56,7 +57,7 @@ func pingPair(tb testing.TB, instrumented bool) func() error {
 		}
 		var m *metrics.Messages
 		if instrumented {
-			m = metrics.NewMessages(prometheus.NewRegistry())
+			m = metrics.NewMessages(prometheus.NewRegistry(), message.MetricLabels())
 		}
 		s := message.NewService(h.Libp2p(), m, message.ServiceConfig{})
 		tb.Cleanup(func() {
@@ -175,7 +176,7 @@ func BenchmarkInstrumentationOverhead(b *testing.B) {
 		return func(i int) error { return s.Put(ctx, names[i%keys], value, c) }
 	}
 	inst := func(s storage.Store, backend string) storage.Store {
-		return storage.Instrument(s, metrics.NewStorage(prometheus.NewRegistry()), backend)
+		return storage.Instrument(s, metrics.NewStorage(prometheus.NewRegistry(), config.Backends()), backend)
 	}
 
 	noopA, noopB := &noopStore{value: value}, &noopStore{value: value}
@@ -193,12 +194,12 @@ func BenchmarkInstrumentationOverhead(b *testing.B) {
 		b.Fatal(err)
 	}
 	metricsOnlyA, metricsOnlyB := inst(&noopStore{value: value}, "local"), inst(&noopStore{value: value}, "local")
-	unsampled := storage.InstrumentTraced(&noopStore{value: value}, metrics.NewStorage(prometheus.NewRegistry()), "local", tr)
+	unsampled := storage.InstrumentTraced(&noopStore{value: value}, metrics.NewStorage(prometheus.NewRegistry(), config.Backends()), "local", tr)
 	b.Run("tracing-unsampled-get", func(b *testing.B) {
 		paired(b, 10000, get(metricsOnlyA), get(unsampled), get(metricsOnlyB))
 	})
 	handler := func(context.Context, peer.ID, *message.Envelope) (*message.Envelope, error) { return nil, nil }
-	mm := metrics.NewMessages(prometheus.NewRegistry())
+	mm := metrics.NewMessages(prometheus.NewRegistry(), message.MetricLabels())
 	hA, hB := message.MetricsMiddleware(mm)(handler), message.MetricsMiddleware(mm)(handler)
 	hT := message.ObserveMiddleware(mm, tr)(handler)
 	env := &message.Envelope{V: 1, ID: "x", Type: message.TypePing}

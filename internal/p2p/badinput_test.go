@@ -14,6 +14,7 @@ import (
 // TestRandomBytesOnListenPorts throws garbage at the raw TCP and UDP
 // (QUIC) listeners; the node keeps serving.
 func TestRandomBytesOnListenPorts(t *testing.T) {
+	t.Parallel()
 	a, b := newTestNode(t), newTestNode(t)
 	connect(t, a, b)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -91,6 +91,7 @@ func (p *udpProxy) multiaddr(t *testing.T) ma.Multiaddr {
 // the dialer's advertised value, which quic-go raises to at least
 // quicMinRemoteIdleTimeout.
 func TestQUICDeadPeerDetected(t *testing.T) {
+	t.Parallel()
 	const idle = time.Second
 	opts := []nodeOpt{listenOn(quicOnly), withHost(func(c *HostConfig) {
 		c.QUICIdleTimeout = idle

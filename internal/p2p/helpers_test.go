@@ -61,7 +61,7 @@ func newTestNode(tb testing.TB, opts ...nodeOpt) *testNode {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	n := &testNode{reg: reg, h: h, m: metrics.NewMessages(reg)}
+	n := &testNode{reg: reg, h: h, m: metrics.NewMessages(reg, message.MetricLabels())}
 	n.svc = message.NewService(h.Libp2p(), n.m, sc)
 	tb.Cleanup(func() {
 		_ = n.svc.Close()

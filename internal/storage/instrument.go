@@ -47,7 +47,7 @@ func Instrument(s Store, m *metrics.Storage, backend string) Store {
 // exemplar. Unsampled operations cost one context lookup more than
 // Instrument's and allocate nothing. A nil tr traces nothing.
 func InstrumentTraced(s Store, m *metrics.Storage, backend string, tr *tracing.Tracing) Store {
-	backend = metrics.Backend(backend)
+	backend = m.Backend(backend)
 	in := &instrumented{next: s, tr: tr, backend: attribute.String("storage.backend", backend)}
 	for op := Operation(0); op < NumOperations; op++ {
 		name := op.String()

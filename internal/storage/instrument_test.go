@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/config"
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage/local"
@@ -92,7 +93,7 @@ func TestInstrumentRealLocalStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	m := metrics.NewStorage(reg)
+	m := metrics.NewStorage(reg, config.Backends())
 	s := storage.Instrument(storage.Validate(backend, 0), m, "local")
 	defer s.Close()
 
@@ -190,7 +191,7 @@ func TestInstrumentRealLocalStore(t *testing.T) {
 // sub-millisecond one records more than zero.
 func TestInstrumentDurationsInSeconds(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m := metrics.NewStorage(reg)
+	m := metrics.NewStorage(reg, config.Backends())
 	slow := storage.Instrument(&sleepStore{d: 3 * time.Millisecond}, m, "redis")
 	if err := slow.Put(context.Background(), "k", nil, storage.Strong); err != nil {
 		t.Fatal(err)
@@ -221,7 +222,7 @@ func (s *sleepStore) Put(context.Context, string, []byte, storage.Consistency) e
 
 func TestInstrumentErrorsAndLabels(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m := metrics.NewStorage(reg)
+	m := metrics.NewStorage(reg, config.Backends())
 	ctx := context.Background()
 	down := storage.Instrument(&noopStore{err: fmt.Errorf("%w: connection refused", storage.ErrUnavailable)}, m, "redis")
 	_, _ = down.Get(ctx, "k", storage.Strong)
@@ -256,7 +257,7 @@ func TestInstrumentErrorsAndLabels(t *testing.T) {
 // TestInstrumentDoesNotAllocate proves that recording allocates nothing:
 // around a store that allocates nothing, the decorator allocates nothing.
 func TestInstrumentDoesNotAllocate(t *testing.T) {
-	m := metrics.NewStorage(prometheus.NewRegistry())
+	m := metrics.NewStorage(prometheus.NewRegistry(), config.Backends())
 	value := []byte("preallocated")
 	kvs := []storage.KV{{Key: "k", Value: value}}
 	// With a tracer: unsampled operations must not allocate either.
@@ -290,7 +291,7 @@ func TestInstrumentDoesNotAllocate(t *testing.T) {
 // failure), and its duration carries the trace id as an exemplar.
 func TestInstrumentTraced(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m := metrics.NewStorage(reg)
+	m := metrics.NewStorage(reg, config.Backends())
 	tr, err := tracing.New(tracing.Config{Node: "alpha", PeerID: "p"})
 	if err != nil {
 		t.Fatal(err)
@@ -345,7 +346,7 @@ func TestInstrumentTraced(t *testing.T) {
 // give exact totals, with nothing lost to races.
 func TestInstrumentConcurrentExactTotals(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	m := metrics.NewStorage(reg)
+	m := metrics.NewStorage(reg, config.Backends())
 	s := storage.Instrument(&noopStore{value: []byte("v")}, m, "local")
 	failing := storage.Instrument(&noopStore{err: storage.ErrUnavailable}, m, "local")
 	const goroutines, perGoroutine = 16, 10000
@@ -398,7 +399,7 @@ func TestInstrumentConcurrentExactTotals(t *testing.T) {
 }
 
 func TestInstrumentPassesThrough(t *testing.T) {
-	m := metrics.NewStorage(prometheus.NewRegistry())
+	m := metrics.NewStorage(prometheus.NewRegistry(), config.Backends())
 	value := []byte("value")
 	kvs := []storage.KV{{Key: "a", Value: value}}
 	inner := &noopStore{value: value, kvs: kvs}

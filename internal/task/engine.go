@@ -124,7 +124,7 @@ type Engine struct {
 // identifying itself as self.
 func NewEngine(store storage.Store, m *metrics.Tasks, tr Transport, self peer.ID, opts Options) *Engine {
 	if m == nil {
-		m = metrics.NewTasks(prometheus.NewRegistry())
+		m = metrics.NewTasks(prometheus.NewRegistry(), MetricLabels())
 	}
 	e := &Engine{
 		store:    store,
@@ -161,7 +161,7 @@ func NewEngine(store storage.Store, m *metrics.Tasks, tr Transport, self peer.ID
 		store: store, page: listPager(store),
 		retention: cmp.Or(opts.Retention, DefaultRetention), maxRecords: cmp.Or(opts.MaxRecords, DefaultMaxRecords),
 		interval: cmp.Or(opts.RetentionInterval, DefaultRetentionInterval),
-		expired:  m.RecordsRemoved.WithLabelValues("expired"), overLimit: m.RecordsRemoved.WithLabelValues("over_limit"),
+		expired:  m.RecordsRemoved.WithLabelValues(removedExpired), overLimit: m.RecordsRemoved.WithLabelValues(removedOverLimit),
 		now: time.Now,
 	}
 	var rctx context.Context

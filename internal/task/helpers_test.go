@@ -49,7 +49,7 @@ type taskMetrics struct {
 
 func newTaskMetrics() taskMetrics {
 	reg := prometheus.NewRegistry()
-	return taskMetrics{reg: reg, m: metrics.NewTasks(reg)}
+	return taskMetrics{reg: reg, m: metrics.NewTasks(reg, MetricLabels())}
 }
 
 // total returns tasks_total{type,outcome}.
@@ -61,8 +61,8 @@ func (tm taskMetrics) total(typ, outcome string) float64 {
 func (tm taskMetrics) totals(t testing.TB) map[string]float64 {
 	t.Helper()
 	out := map[string]float64{}
-	for _, typ := range append(append([]string(nil), metrics.TaskTypes...), metrics.Unknown) {
-		for _, o := range metrics.TaskOutcomes {
+	for _, typ := range append(append([]string(nil), BuiltinTypes()...), metrics.Unknown) {
+		for _, o := range MetricLabels().Outcomes {
 			if v := tm.total(typ, o); v != 0 {
 				out[typ+"/"+o] = v
 			}

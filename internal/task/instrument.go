@@ -13,12 +13,6 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/tracing"
 )
 
-// Refusal reasons, the reason label of tasks_refused_total.
-const (
-	reasonBusy     = "busy"
-	reasonTooLarge = "too_large"
-)
-
 // instrumented measures every execution of the Executor it wraps.
 type instrumented struct {
 	next                         Executor
@@ -29,7 +23,7 @@ type instrumented struct {
 	typ                          attribute.KeyValue
 }
 
-// Instrument returns x measured in m under its type label (metrics.TaskType
+// Instrument returns x measured in m under its type label (m.Type
 // of x.Type(): a type outside the closed set is recorded as "unknown"):
 // every Execute increments tasks_total by outcome and observes
 // task_duration_seconds (metrics.Since, in seconds, unrounded). The outcome
@@ -46,14 +40,14 @@ func Instrument(x Executor, m *metrics.Tasks, tr *tracing.Tracing) Executor {
 }
 
 func instrument(x Executor, m *metrics.Tasks, tr *tracing.Tracing) *instrumented {
-	t := metrics.TaskType(x.Type())
+	t := m.Type(x.Type())
 	return &instrumented{
 		tr:        tr,
 		typ:       attribute.String("task.type", x.Type()),
 		next:      x,
-		succeeded: m.Total.WithLabelValues(t, "succeeded"),
-		failed:    m.Total.WithLabelValues(t, "failed"),
-		cancelled: m.Total.WithLabelValues(t, "cancelled"),
+		succeeded: m.Total.WithLabelValues(t, outcomeSucceeded),
+		failed:    m.Total.WithLabelValues(t, outcomeFailed),
+		cancelled: m.Total.WithLabelValues(t, outcomeCancelled),
 		duration:  m.Duration.WithLabelValues(t),
 		busy:      m.Refused.WithLabelValues(t, reasonBusy),
 		tooLarge:  m.Refused.WithLabelValues(t, reasonTooLarge),

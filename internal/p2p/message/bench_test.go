@@ -14,7 +14,7 @@ import (
 
 // BenchmarkMetricsMiddleware is the recording cost per handled message.
 func BenchmarkMetricsMiddleware(b *testing.B) {
-	m := metrics.NewMessages(prometheus.NewRegistry())
+	m := metrics.NewMessages(prometheus.NewRegistry(), MetricLabels())
 	h := MetricsMiddleware(m)(func(context.Context, peer.ID, *Envelope) (*Envelope, error) { return nil, nil })
 	req := &Envelope{V: 1, ID: "1", Type: TypePing}
 	ctx := context.Background()

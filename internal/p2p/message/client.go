@@ -222,7 +222,7 @@ func (ob *outboundStream) readLoop() {
 			err = fmt.Errorf("%w: response version %d", ErrMalformed, env.V)
 		}
 		if err != nil {
-			s.rec.failed(metrics.Unknown, "malformed")
+			s.rec.failed(metrics.Unknown, ReasonMalformed)
 			ob.fail(fmt.Errorf("%w: bad response: %w", ErrStreamClosed, err), true)
 			return
 		}

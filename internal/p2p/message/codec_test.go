@@ -116,7 +116,7 @@ func TestRawFrame(t *testing.T) {
 // TestMetricsMiddlewareDoesNotAllocate pins the recording cost: the
 // middleware and the transport-level recorder allocate nothing per message.
 func TestMetricsMiddlewareDoesNotAllocate(t *testing.T) {
-	m := metrics.NewMessages(prometheus.NewRegistry())
+	m := metrics.NewMessages(prometheus.NewRegistry(), MetricLabels())
 	ok := MetricsMiddleware(m)(func(context.Context, peer.ID, *Envelope) (*Envelope, error) { return nil, nil })
 	failing := MetricsMiddleware(m)(func(context.Context, peer.ID, *Envelope) (*Envelope, error) { return nil, errUnknownType })
 	ctx := context.Background()

@@ -59,7 +59,7 @@ func (e *RemoteError) Error() string {
 // messageError is an inbound-message failure with the metric reason it is
 // counted under and the code replied to the peer.
 type messageError struct {
-	reason string // metrics.ErrorReasons
+	reason string // one of ErrorReasons()
 	code   string
 	msg    string
 	err    error
@@ -81,8 +81,8 @@ func (e *messageError) Unwrap() error { return e.err }
 // Errors without a cause are allocated once so the failure path of common
 // rejections does not allocate.
 var (
-	errUnknownType = &messageError{reason: "unknown_type", code: CodeUnknownType, msg: "no handler for this message type"}
-	errBadVersion  = &messageError{reason: "malformed", code: CodeUnsupportedVersion, msg: "envelope version must be 1"}
+	errUnknownType = &messageError{reason: ReasonUnknownType, code: CodeUnknownType, msg: "no handler for this message type"}
+	errBadVersion  = &messageError{reason: ReasonMalformed, code: CodeUnsupportedVersion, msg: "envelope version must be 1"}
 )
 
 // noAddressError reports a peer this node has no connection to and no

@@ -88,7 +88,7 @@ func newTestNode(tb testing.TB, opts ...nodeOpt) *testNode {
 		tb.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	n := &testNode{reg: reg, h: h, m: metrics.NewMessages(reg)}
+	n := &testNode{reg: reg, h: h, m: metrics.NewMessages(reg, MetricLabels())}
 	n.svc = NewService(h, n.m, c.sc)
 	tb.Cleanup(func() {
 		_ = n.svc.Close()
@@ -146,8 +146,8 @@ type snapshot map[string]float64
 func (n *testNode) snapshot(tb testing.TB) snapshot {
 	tb.Helper()
 	s := snapshot{}
-	types := append(append([]string(nil), metrics.MessageTypes...), metrics.Unknown)
-	reasons := append(append([]string(nil), metrics.ErrorReasons...), metrics.Unknown)
+	types := append(append([]string(nil), Types()...), metrics.Unknown)
+	reasons := append(append([]string(nil), ErrorReasons()...), metrics.Unknown)
 	for _, t := range types {
 		s["sent/"+t] = n.sent(t)
 		s["received/"+t] = n.received(t)

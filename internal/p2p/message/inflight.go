@@ -21,7 +21,7 @@ const (
 	DefaultMaxHandlersPerPeer = 64
 )
 
-var errBusy = &messageError{reason: "busy", code: CodeBusy, msg: "node busy: too many requests in flight"}
+var errBusy = &messageError{reason: ReasonBusy, code: CodeBusy, msg: "node busy: too many requests in flight"}
 
 // inflight accounts the inbound requests being handled: their frame bytes
 // in total and their number per peer.

@@ -67,7 +67,7 @@ func ObserveMiddleware(m *metrics.Messages, tr *tracing.Tracing) Middleware {
 	}
 }
 
-// errorReason maps a handler error to its metrics.ErrorReasons value
+// errorReason maps a handler error to its ErrorReasons() value
 // without allocating; an error of no known class is "handler".
 func errorReason(err error) string {
 	for e := err; e != nil; e = errors.Unwrap(e) {
@@ -75,23 +75,23 @@ func errorReason(err error) string {
 			return me.reason
 		}
 	}
-	return classifyReason(err, "handler")
+	return classifyReason(err, ReasonHandler)
 }
 
 // streamErrorReason classifies a read failure inside a frame; an error of
 // no known class is "stream".
-func streamErrorReason(err error) string { return classifyReason(err, "stream") }
+func streamErrorReason(err error) string { return classifyReason(err, ReasonStream) }
 
 // classifyReason returns the reason of the error classes shared by handlers
 // and streams, or fallback.
 func classifyReason(err error, fallback string) string {
 	switch {
 	case errors.Is(err, ErrFrameTooLarge):
-		return "too_large"
+		return ReasonTooLarge
 	case errors.Is(err, ErrMalformed):
-		return "malformed"
+		return ReasonMalformed
 	case isTimeout(err):
-		return "timeout"
+		return ReasonTimeout
 	}
 	return fallback
 }
@@ -143,7 +143,7 @@ func recoverMiddleware(next Handler) Handler {
 		defer func() {
 			if v := recover(); v != nil {
 				resp = nil
-				err = &messageError{reason: "panic", code: CodeInternal, msg: "handler panicked", err: fmt.Errorf("panic: %v", v), stack: debug.Stack()}
+				err = &messageError{reason: ReasonPanic, code: CodeInternal, msg: "handler panicked", err: fmt.Errorf("panic: %v", v), stack: debug.Stack()}
 			}
 		}()
 		return next(ctx, from, req)

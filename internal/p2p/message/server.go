@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/oneline"
 )
 
 // inboundStream serves requests arriving on one stream opened by a peer.
@@ -113,7 +114,7 @@ func (is *inboundStream) readLoop() (graceful bool) {
 			s.rec.failed(metrics.Unknown, reason)
 			s.log.Debug("bad inbound frame", "peer", is.from.String(), "reason", reason, "err", err)
 			switch {
-			case reason == "too_large" || reason == "malformed":
+			case reason == ReasonTooLarge || reason == ReasonMalformed:
 				// The stream cannot be resynchronised: answer, then close.
 				is.replyError("", reason, err)
 				return true
@@ -127,9 +128,9 @@ func (is *inboundStream) readLoop() (graceful bool) {
 		}
 		env, err := decodeEnvelope(body)
 		if err != nil {
-			s.rec.failed(metrics.Unknown, "malformed")
+			s.rec.failed(metrics.Unknown, ReasonMalformed)
 			s.log.Debug("malformed inbound message", "peer", is.from.String(), "err", err)
-			is.replyError("", "malformed", err) // framing is intact: carry on
+			is.replyError("", ReasonMalformed, err) // framing is intact: carry on
 			continue
 		}
 		if s.inline(env) {
@@ -139,8 +140,8 @@ func (is *inboundStream) readLoop() (graceful bool) {
 		size := len(body)
 		if !s.held.reserve(is.from, size) {
 			s.log.Debug("inbound request refused: busy", "peer", is.from.String(), "type", env.Type)
-			s.rec.failed(metrics.MessageType(env.Type), "busy")
-			is.replyError(env.ID, "busy", errBusy)
+			s.rec.failed(env.Type, ReasonBusy)
+			is.replyError(env.ID, ReasonBusy, errBusy)
 			continue
 		}
 		select {
@@ -189,7 +190,7 @@ func (is *inboundStream) deliver(ctx context.Context, from peer.ID, req *Envelop
 	resp, err := s.route(ctx, from, req)
 	if err != nil {
 		var me *messageError
-		if errors.As(err, &me) && me.reason == "panic" {
+		if errors.As(err, &me) && me.reason == ReasonPanic {
 			s.log.Error("message handler panicked", "type", req.Type, "peer", from.String(), "err", err, "stack", string(me.stack))
 		} else {
 			s.log.Debug("message failed", "type", req.Type, "peer", from.String(), "err", err)
@@ -223,7 +224,7 @@ func (is *inboundStream) deliver(ctx context.Context, from peer.ID, req *Envelop
 		is.cancel()
 		_ = is.s.Reset()
 		if err == nil {
-			err = &messageError{reason: "stream", code: CodeInternal, err: werr}
+			err = &messageError{reason: ReasonStream, code: CodeInternal, err: werr}
 		}
 	}
 	return nil, err
@@ -232,7 +233,7 @@ func (is *inboundStream) deliver(ctx context.Context, from peer.ID, req *Envelop
 // replyError answers a frame that never became a message.
 func (is *inboundStream) replyError(id, reason string, cause error) {
 	code := CodeMalformed
-	if reason == "too_large" {
+	if reason == ReasonTooLarge {
 		code = CodeTooLarge
 	}
 	me := errBusy
@@ -265,6 +266,7 @@ func errorEnvelope(id string, err error) *Envelope {
 	case isTimeout(err):
 		ep.Code = CodeTimeout
 	}
+	ep.Message = oneline.Flatten(ep.Message) // the wire carries one line
 	env, _ := NewEnvelope(TypeError, ep)
 	env.ID = id
 	return env

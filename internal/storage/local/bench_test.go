@@ -11,6 +11,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/config"
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage/local"
@@ -40,7 +41,7 @@ func newBenchFixture(b *testing.B, preload bool) *benchFixture {
 	b.Cleanup(func() { _ = s.Close() })
 	f := &benchFixture{
 		raw:   s.DB(),
-		store: storage.Instrument(storage.Validate(s, 0), metrics.NewStorage(prometheus.NewRegistry()), "local"),
+		store: storage.Instrument(storage.Validate(s, 0), metrics.NewStorage(prometheus.NewRegistry(), config.Backends()), "local"),
 		value: make([]byte, benchValueBytes),
 	}
 	for i := range f.value {

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/config"
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 	redisstore "github.com/p2p-ai-agents/p2p-agent/internal/storage/redis"
@@ -38,7 +39,7 @@ func newBenchFixture(b *testing.B) *benchFixture {
 	s := newStore(b, redisstore.Options{Addrs: []string{r.Addr()}})
 	f := &benchFixture{
 		raw:   s,
-		store: storage.Instrument(storage.Validate(s, 0), metrics.NewStorage(prometheus.NewRegistry()), "redis"),
+		store: storage.Instrument(storage.Validate(s, 0), metrics.NewStorage(prometheus.NewRegistry(), config.Backends()), "redis"),
 		value: make([]byte, benchValueBytes),
 	}
 	for i := range f.value {
@@ -182,7 +183,7 @@ func benchList(b *testing.B, addrs []string) {
 	begin := time.Now()
 	s := newStore(b, redisstore.Options{Addrs: addrs, KeyPrefix: prefix})
 	backfill := time.Since(begin)
-	st := storage.Instrument(storage.Validate(s, 0), metrics.NewStorage(prometheus.NewRegistry()), "redis")
+	st := storage.Instrument(storage.Validate(s, 0), metrics.NewStorage(prometheus.NewRegistry(), config.Backends()), "redis")
 
 	check := func(b *testing.B, n int, err error) {
 		if err != nil || n != listWant {
@@ -282,7 +283,7 @@ func BenchmarkClusterWrite(b *testing.B) {
 	ctx := context.Background()
 	c := testenv.StartRedisCluster(b, 3)
 	s := newStore(b, redisstore.Options{Addrs: c.Addrs()})
-	st := storage.Instrument(storage.Validate(s, 0), metrics.NewStorage(prometheus.NewRegistry()), "redis")
+	st := storage.Instrument(storage.Validate(s, 0), metrics.NewStorage(prometheus.NewRegistry(), config.Backends()), "redis")
 	cl := s.Client()
 	value := make([]byte, benchValueBytes)
 	keys := make([]string, benchKeys)

@@ -27,15 +27,17 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 )
 
-// Defaults applied by New to zero-valued options.
+// Defaults applied by New to zero-valued options. Those that are also
+// configuration keys (storage.redis.*) equal the key's default; the node
+// passes every configured value explicitly.
 const (
 	DefaultKeyPrefix       = "p2p-agent:"
 	DefaultMaxRetries      = 3
 	DefaultRetryBackoff    = 50 * time.Millisecond
 	DefaultMaxRetryBackoff = time.Second
-	DefaultDialTimeout     = 2 * time.Second
-	DefaultReadTimeout     = 2 * time.Second
-	DefaultWriteTimeout    = 2 * time.Second
+	DefaultDialTimeout     = 5 * time.Second
+	DefaultReadTimeout     = 3 * time.Second
+	DefaultWriteTimeout    = 3 * time.Second
 	DefaultWaitTimeout     = time.Second
 )
 

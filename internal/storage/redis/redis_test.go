@@ -61,6 +61,7 @@ func TestConformanceURL(t *testing.T) {
 }
 
 func TestConformanceCluster(t *testing.T) {
+	t.Parallel()
 	c := testenv.StartRedisCluster(t, 3)
 	storagetest.Run(t, func(t *testing.T) storage.Store {
 		return newStore(t, redisstore.Options{Addrs: c.Addrs()})
@@ -70,6 +71,7 @@ func TestConformanceCluster(t *testing.T) {
 // TestClusterSpreadsKeys checks that List in cluster mode gathers keys from
 // every master, not only the one a random command lands on.
 func TestClusterSpreadsKeys(t *testing.T) {
+	t.Parallel()
 	c := testenv.StartRedisCluster(t, 3)
 	s := newStore(t, redisstore.Options{Addrs: c.Addrs()})
 	ctx := context.Background()
@@ -604,6 +606,7 @@ func TestPoolStatsAndClient(t *testing.T) {
 // TestClusterFailoverFollowed kills a master of a 3+3 cluster and checks
 // that every key is served again within 5 s of the replica's promotion.
 func TestClusterFailoverFollowed(t *testing.T) {
+	t.Parallel()
 	c := testenv.StartRedisClusterWithReplicas(t, 3, 1)
 	s := newStore(t, redisstore.Options{Addrs: c.Addrs()})
 	ctx := context.Background()
@@ -683,6 +686,7 @@ func TestClusterFailoverFollowed(t *testing.T) {
 // over masters and replicas, every other level reads from masters only, and
 // every read returns the written value.
 func TestEventualReadsFromReplicas(t *testing.T) {
+	t.Parallel()
 	c := testenv.StartRedisClusterWithReplicas(t, 3, 1)
 	s := newStore(t, redisstore.Options{Addrs: c.Addrs()})
 	ctx := context.Background()
