@@ -98,7 +98,7 @@ func Backend(name string) string {
 }
 
 // MessageTypes is the closed set of wire message types (DESIGN.md section 7).
-var MessageTypes = []string{"ping", "pong", "task.request", "task.result", "error", "trace.get", "trace.spans"}
+var MessageTypes = []string{"ping", "pong", "task.request", "task.result", "error", "trace.get", "trace.spans", "info"}
 
 // ErrorReasons is the closed set of message error reasons.
 var ErrorReasons = []string{
