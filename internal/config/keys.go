@@ -88,7 +88,7 @@ var keyTable = []keyDef{
 		desc:  "Inbound requests of one peer handled at once, across its streams; beyond it the peer gets the error code busy.",
 		field: func(c *Config) any { return &c.P2P.MaxHandlersPerPeer }},
 	{key: "p2p.peer_ttl", def: "1m",
-		desc:  "A node not seen (directly or through a peer's info answer) for this long leaves /sd and the network view (1s to 24h).",
+		desc:  "A node that has not answered this node's info queries for this long leaves /sd and the network view (1s to 24h).",
 		field: func(c *Config) any { return &c.P2P.PeerTTL }},
 	{key: "storage.backend", def: "local",
 		desc:  "Key-value backend: local (embedded) or redis.",
