@@ -223,6 +223,16 @@ scrape_configs:
 	if nw.Self != a.PeerID || nw.Nodes[0].ID != a.PeerID || !nw.Nodes[0].Self || nw.Nodes[1].Self {
 		t.Errorf("self %s, first node %s; want A %s", nw.Self, nw.Nodes[0].ID, a.PeerID)
 	}
+	// the human form: one line per node (this one marked), then the counts
+	out, errOut, code := a.CLI("network")
+	if code != 0 || !strings.Contains(out, "\n5 nodes, 10 edges\n") || !strings.Contains(out, a.PeerID+" (self)") {
+		t.Errorf("network: exit %d %s\n%s", code, errOut, out)
+	}
+	for _, name := range names {
+		if !strings.Contains(out, " "+name+" ") {
+			t.Errorf("network output does not name %s:\n%s", name, out)
+		}
+	}
 	pairs := map[[2]string]bool{}
 	for _, n := range nw.Nodes {
 		if want[n.ID] != n.Name || n.Version != "test" || n.State != "active" || n.MemoryBytes <= 0 ||
