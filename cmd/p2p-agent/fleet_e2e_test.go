@@ -270,7 +270,10 @@ scrape_configs:
 		return nil
 	})
 	t.Logf("killed node left /sd after %s (p2p.peer_ttl %s)", gone.Sub(killed).Round(time.Millisecond), ttl)
-	if d := gone.Sub(killed); d > ttl+200*time.Millisecond {
+	// The entry expires at its last answer + TTL, before the kill + TTL;
+	// the slack covers one poll (20 ms and an HTTP round trip) on a loaded
+	// machine.
+	if d := gone.Sub(killed); d > ttl+500*time.Millisecond {
 		t.Errorf("killed node left /sd after %s, over p2p.peer_ttl %s", d, ttl)
 	}
 }
