@@ -149,6 +149,7 @@ func newRootCmd(e *env) *cobra.Command {
 		newTaskCmd(e),
 		newTraceCmd(e),
 		newTopCmd(e),
+		newNetworkCmd(e),
 		newIDCmd(e),
 		newConfigCmd(e),
 		newVersionCmd(e),

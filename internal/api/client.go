@@ -212,3 +212,10 @@ func (c *Client) Stats(ctx context.Context) (Stats, error) {
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/stats", nil, "", &st)
 	return st, err
 }
+
+// Network returns the mesh as the node sees it.
+func (c *Client) Network(ctx context.Context) (NetworkView, error) {
+	var v NetworkView
+	_, err := c.do(ctx, http.MethodGet, "/api/v1/network", nil, "", &v)
+	return v, err
+}

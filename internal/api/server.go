@@ -67,6 +67,8 @@ type Deps struct {
 	Traces TraceSource
 	// Stats reads the node's counters for GET /api/v1/stats.
 	Stats StatsSource
+	// Network builds GET /api/v1/network (the mesh as the node sees it).
+	Network NetworkSource
 	// Accepting reports whether the node takes new work; while it returns
 	// false, every route but status answers 503 (the node is starting or
 	// draining). Nil means always.
@@ -172,6 +174,7 @@ func NewServer(cfg ServerConfig, deps Deps) *Server {
 	mux.HandleFunc("GET /api/v1/tasks/{id}", s.work(tasks, "task engine", s.handleTaskGet))
 	mux.HandleFunc("GET /api/v1/traces/{id}", s.work(traces, "tracing", s.handleTrace))
 	mux.HandleFunc("GET /api/v1/stats", s.work(stats, "metrics", s.handleStats))
+	mux.HandleFunc("GET /api/v1/network", s.work(deps.Network != nil, "p2p", s.handleNetwork))
 	mux.Handle("GET /ui/", ui.Handler("/ui/"))
 	mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -75,6 +75,8 @@ type P2PConfig struct {
 	MaxInflightBytes int `yaml:"max_inflight_bytes"`
 	// MaxHandlersPerPeer bounds the inbound requests of one peer handled at once.
 	MaxHandlersPerPeer int `yaml:"max_handlers_per_peer"`
+	// PeerTTL is how long a node unseen stays in /sd and the network view.
+	PeerTTL time.Duration `yaml:"peer_ttl"`
 }
 
 // StorageConfig is the storage section.
@@ -138,6 +140,8 @@ type MetricsConfig struct {
 	// WebConfigFile is an exporter-toolkit web config (TLS, mTLS, basic auth); empty
 	// means plain HTTP.
 	WebConfigFile string `yaml:"web_config_file"`
+	// AdvertiseURL is the metrics URL told to peers; empty derives it.
+	AdvertiseURL string `yaml:"advertise_url"`
 	// MaxRequestsInFlight limits concurrent scrapes.
 	MaxRequestsInFlight int `yaml:"max_requests_in_flight"`
 	// RateLimit is the number of requests per second served before answering 429;

@@ -209,6 +209,9 @@ func validate(c *Config, sources map[string]string) Errors {
 	v.intRange("p2p.max_message_bytes", c.P2P.MaxMessageBytes, 1024, maxBytesLimit)
 	v.intRange("p2p.max_inflight_bytes", c.P2P.MaxInflightBytes, c.P2P.MaxMessageBytes, maxBytesLimit)
 	v.intRange("p2p.max_handlers_per_peer", c.P2P.MaxHandlersPerPeer, 1, 1<<16)
+	if c.P2P.PeerTTL < time.Second || c.P2P.PeerTTL > 24*time.Hour {
+		v.fail("p2p.peer_ttl", c.P2P.PeerTTL.String(), "must be from 1s to 24h")
+	}
 
 	v.enum("storage.backend", c.Storage.Backend, Backends()...)
 	v.intRange("storage.max_value_bytes", c.Storage.MaxValueBytes, 1, maxBytesLimit)
@@ -242,6 +245,11 @@ func validate(c *Config, sources map[string]string) Errors {
 	if m.WebConfigFile != "" {
 		if reason := checkWebConfig(m.WebConfigFile); reason != "" {
 			v.fail("metrics.web_config_file", m.WebConfigFile, reason)
+		}
+	}
+	if m.AdvertiseURL != "" {
+		if reason := checkAdvertiseURL(m.AdvertiseURL); reason != "" {
+			v.fail("metrics.advertise_url", m.AdvertiseURL, reason)
 		}
 	}
 	v.intMin("metrics.max_requests_in_flight", m.MaxRequestsInFlight, 1)
@@ -375,4 +383,23 @@ func listenersClash(a, b string) bool {
 	}
 	wildcard := func(h string) bool { return h == "" || h == "0.0.0.0" || h == "::" }
 	return ha == hb || wildcard(ha) || wildcard(hb)
+}
+
+// checkAdvertiseURL returns why u cannot be told to peers as a metrics URL,
+// or "" when it can: an absolute http or https URL with a host.
+func checkAdvertiseURL(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return "not a URL: " + oneline.Flatten(err.Error())
+	}
+	if p.Scheme != "http" && p.Scheme != "https" {
+		return "must be an http:// or https:// URL"
+	}
+	if p.Host == "" || p.Hostname() == "" {
+		return "must name a host"
+	}
+	if p.User != nil {
+		return "must not carry credentials"
+	}
+	return ""
 }

@@ -51,6 +51,9 @@ type ServerConfig struct {
 	ShutdownGrace time.Duration
 	// Logger receives server logs.
 	Logger *slog.Logger
+	// SD, when set, serves GET /sd (Prometheus HTTP service discovery)
+	// behind the same TLS, auth and rate limit as the metrics.
+	SD SDSource
 }
 
 // Defaults of the metrics listener limits.
@@ -114,6 +117,9 @@ func NewServer(reg *prometheus.Registry, ready func() bool, cfg ServerConfig) *S
 
 	mux := http.NewServeMux()
 	mux.Handle(cfg.Path, rateLimit(metricsHandler, cfg.RateLimit))
+	if cfg.SD != nil {
+		mux.Handle("/sd", rateLimit(sdHandler(cfg.SD), cfg.RateLimit))
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
@@ -241,6 +247,12 @@ func (s *Server) URL() string {
 	}
 	return scheme + "://" + displayAddr(s.ln.Addr().String()) + s.cfg.Path
 }
+
+// TLS reports whether the web config enables TLS (valid after Start).
+func (s *Server) TLS() bool { return s.tls }
+
+// Path is the metrics path.
+func (s *Server) Path() string { return s.cfg.Path }
 
 // displayAddr turns a wildcard bind address into one a person can open.
 func displayAddr(addr string) string {

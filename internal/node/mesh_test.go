@@ -87,7 +87,7 @@ var messageFamilies = []string{
 
 // knownTypes are the pre-initialised type labels: the protocol's closed
 // set (DESIGN.md section 7) and "unknown".
-var knownTypes = []string{"error", "ping", "pong", "task.request", "task.result", "trace.get", "trace.spans", "unknown"}
+var knownTypes = []string{"error", "info", "ping", "pong", "task.request", "task.result", "trace.get", "trace.spans", "unknown"}
 
 // TestBogusMessageTypesKeepCardinality sends 200 frames with 200 distinct
 // invented message types on a raw stream, reads the 200 error replies, and

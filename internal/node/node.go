@@ -57,6 +57,7 @@ type Node struct {
 	service *message.Service
 	tasks   *task.Engine
 	tracing *tracing.Tracing
+	fleet   *fleetState
 
 	metricsSrv *metrics.Server
 	apiSrv     *api.Server
@@ -139,7 +140,8 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 	}
 	metrics.RegisterPeers(n.reg, n.host.ConnectedPeers)
 
-	n.service = message.NewService(n.host.Libp2p(), metrics.NewMessages(n.reg, message.MetricLabels()), message.ServiceConfig{
+	msgMetrics := metrics.NewMessages(n.reg, message.MetricLabels())
+	n.service = message.NewService(n.host.Libp2p(), msgMetrics, message.ServiceConfig{
 		MaxMessageBytes:    cfg.P2P.MaxMessageBytes,
 		MaxInflightBytes:   cfg.P2P.MaxInflightBytes,
 		MaxHandlersPerPeer: cfg.P2P.MaxHandlersPerPeer,
@@ -147,7 +149,8 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		Logger:             log,
 	})
 
-	n.tasks = task.NewEngine(n.store, metrics.NewTasks(n.reg, task.MetricLabels()), p2p.NewTaskTransport(n.host, n.service), id, task.Options{
+	taskMetrics := metrics.NewTasks(n.reg, task.MetricLabels())
+	n.tasks = task.NewEngine(n.store, taskMetrics, p2p.NewTaskTransport(n.host, n.service), id, task.Options{
 		Timeout:               cfg.Task.Timeout,
 		Logger:                log.With("component", "tasks"),
 		MaxConcurrent:         cfg.Task.MaxConcurrent,
@@ -161,6 +164,10 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 	})
 	n.service.Handle(message.TypeTaskRequest, p2p.TaskHandler(n.tasks))
 	n.service.Handle(tracing.TypeGet, traceHandler(n.tracing.Store(), cfg.P2P.MaxMessageBytes))
+	n.fleet = newFleetState(n, msgMetrics, taskMetrics)
+	if err := n.fleet.start(ctx); err != nil {
+		return nil, err
+	}
 	// tasks this node was running when it last stopped will never finish
 	if k, err := n.tasks.Recover(ctx); err != nil {
 		log.Warn("recovering interrupted tasks", "err", err)
@@ -181,6 +188,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 			BodyTimeout:         cfg.API.BodyTimeout,
 			MinBodyRate:         int64(cfg.API.MinBodyRate),
 			Logger:              log.With("component", "metrics"),
+			SD:                  n.fleet.sd,
 		})
 	}
 	n.apiSrv = api.NewServer(api.ServerConfig{
@@ -206,6 +214,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		Tasks:     n.tasks,
 		Traces:    n.Trace,
 		Stats:     func() (metrics.Snapshot, error) { return metrics.TakeSnapshot(n.reg) },
+		Network:   n.fleet.network,
 		Accepting: n.Ready,
 	})
 	return n, nil
@@ -412,6 +421,7 @@ func (n *Node) closeAll(ctx context.Context) error {
 	if n.tasks != nil {
 		errs = append(errs, n.tasks.Close(ctx))
 	}
+	n.fleet.close()
 	if n.service != nil {
 		errs = append(errs, n.service.Shutdown(ctx))
 	}

@@ -3,14 +3,27 @@ package opskit
 import (
 	"encoding/json"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
 
-// TestDashboard checks the Grafana dashboard: it parses, has the datasource
-// and instance variables, every panel has queries on the selected data
-// source, every query filters on $instance and uses $__rate_interval as its
-// only range, and the node's metrics all appear somewhere.
+// grafanaUnits are the Grafana unit ids the dashboard may use (a subset of
+// Grafana's list, which dashboard-linter checks against).
+var grafanaUnits = map[string]bool{
+	"none": true, "short": true, "percent": true, "percentunit": true, "bytes": true, "decbytes": true,
+	"s": true, "ms": true, "µs": true, "ns": true, "reqps": true, "ops": true, "rps": true, "wps": true,
+	"Bps": true, "binBps": true, "pps": true,
+}
+
+// TestDashboard checks the Grafana dashboard against the rules of Grafana's
+// dashboard-linter (github.com/grafana/dashboard-linter, not served by the
+// module proxy here, hence this test): it parses, is not editable, has the
+// datasource, job and instance variables (job and instance multi-select with
+// All = .+), every panel has a title, a description, a unit and queries on
+// the selected data source, every query filters on $job and $instance and
+// uses $__rate_interval as its only range, and the node's metrics all
+// appear somewhere.
 func TestDashboard(t *testing.T) {
 	d := loadDashboard(t)
 	if d.UID == "" || d.Title == "" {
@@ -20,33 +33,45 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("schemaVersion %d: want a current schema (39)", d.SchemaVersion)
 	}
 
+	if d.Editable {
+		t.Errorf("dashboard is editable: the linter wants provisioned dashboards read-only")
+	}
 	vars := map[string]variable{}
+	var names []string
 	for _, v := range d.Templating.List {
 		vars[v.Name] = v
+		names = append(names, v.Name)
 	}
-	if len(vars) != 2 {
-		t.Errorf("variables %v, want exactly datasource and instance", vars)
+	if !slices.Equal(names, []string{"datasource", "job", "instance"}) {
+		t.Errorf("variables %v, want exactly datasource, job and instance", names)
 	}
 	ds, ok := vars["datasource"]
-	if !ok || ds.Type != "datasource" || string(ds.Query) != `"prometheus"` {
-		t.Errorf("datasource variable = %+v, want type datasource with query prometheus", ds)
+	if !ok || ds.Type != "datasource" || string(ds.Query) != `"prometheus"` || ds.Label != "Data source" {
+		t.Errorf("datasource variable = %+v, want type datasource with query prometheus, label Data source", ds)
 	}
-	inst, ok := vars["instance"]
-	if !ok || inst.Type != "query" {
-		t.Fatalf("instance variable = %+v, want a query variable", inst)
-	}
-	const instQuery = "label_values(agent_info, instance)"
-	var q struct {
-		Query string `json:"query"`
-	}
-	if err := json.Unmarshal(inst.Query, &q); err != nil || q.Query != instQuery || inst.Definition != instQuery {
-		t.Errorf("instance variable query %s definition %q, want %s", inst.Query, inst.Definition, instQuery)
-	}
-	if inst.Datasource == nil || inst.Datasource.UID != "${datasource}" {
-		t.Errorf("instance variable data source %+v, want ${datasource}", inst.Datasource)
-	}
-	if !inst.Multi || !inst.IncludeAll || inst.AllValue != ".*" {
-		t.Errorf("instance variable: multi %v includeAll %v allValue %q, want multi-select with All = .*", inst.Multi, inst.IncludeAll, inst.AllValue)
+	// dashboard-linter's template-job-rule and template-instance-rule.
+	for _, c := range []struct{ name, label, query string }{
+		{"job", "Job", "label_values(agent_info, job)"},
+		{"instance", "Instance", `label_values(agent_info{job=~"$job"}, instance)`},
+	} {
+		v, ok := vars[c.name]
+		if !ok || v.Type != "query" {
+			t.Errorf("%s variable = %+v, want a query variable", c.name, v)
+			continue
+		}
+		var q struct {
+			Query string `json:"query"`
+		}
+		if err := json.Unmarshal(v.Query, &q); err != nil || q.Query != c.query || v.Definition != c.query {
+			t.Errorf("%s variable query %s definition %q, want %s", c.name, v.Query, v.Definition, c.query)
+		}
+		if v.Datasource == nil || v.Datasource.UID != "${datasource}" {
+			t.Errorf("%s variable data source %+v, want ${datasource}", c.name, v.Datasource)
+		}
+		if v.Label != c.label || !v.Multi || !v.IncludeAll || v.AllValue != ".+" {
+			t.Errorf("%s variable: label %q multi %v includeAll %v allValue %q, want label %s, multi-select with All = .+",
+				c.name, v.Label, v.Multi, v.IncludeAll, v.AllValue, c.label)
+		}
 	}
 
 	ids := map[int]string{}
@@ -60,6 +85,13 @@ func TestDashboard(t *testing.T) {
 		}
 		if len(p.Targets) == 0 {
 			t.Errorf("panel %q has no query", p.Title)
+		}
+		// dashboard-linter's panel-units-rule and panel-title-description-rule
+		if !grafanaUnits[p.FieldConfig.Defaults.Unit] {
+			t.Errorf("panel %q unit %q, want one of Grafana's units", p.Title, p.FieldConfig.Defaults.Unit)
+		}
+		if p.Title == "" || p.Description == "" {
+			t.Errorf("panel %d: title %q description %q, want both", p.ID, p.Title, p.Description)
 		}
 		if p.Datasource == nil || p.Datasource.UID != "${datasource}" {
 			t.Errorf("panel %q data source %+v, want ${datasource}", p.Title, p.Datasource)
@@ -90,8 +122,11 @@ func TestDashboard(t *testing.T) {
 		}
 		for _, s := range sels {
 			used[s[1]] = true
-			if !strings.Contains(s[2], `instance=~"$instance"`) {
-				t.Errorf("panel %q query %s: selector %s does not filter on instance=~\"$instance\"", e.Panel, e.RefID, s[0])
+			// dashboard-linter's target-job-rule and target-instance-rule
+			for _, m := range []string{`job=~"$job"`, `instance=~"$instance"`} {
+				if !strings.Contains(s[2], m) {
+					t.Errorf("panel %q query %s: selector %s does not filter on %s", e.Panel, e.RefID, s[0], m)
+				}
 			}
 		}
 		// Every metric name must sit in one of those selectors: with selectors,
@@ -115,7 +150,7 @@ func TestDashboard(t *testing.T) {
 		"messages_received_total", "messages_sent_total", "message_processing_duration_seconds_bucket", "message_processing_errors_total",
 		"storage_operations_total", "storage_operation_duration_seconds_bucket", "storage_operation_errors_total",
 		"process_cpu_usage", "process_memory_bytes",
-		"tasks_total", "task_duration_seconds_bucket",
+		"tasks_total", "task_duration_seconds_bucket", "up",
 	} {
 		if !used[m] {
 			t.Errorf("no panel queries %s", m)
@@ -139,8 +174,8 @@ func TestLatencyPanelsShowExemplars(t *testing.T) {
 			}
 		}
 	}
-	if n != 5 {
-		t.Errorf("%d latency queries, want 5 (message p50/p99, storage p99, task p50/p99)", n)
+	if n != 6 {
+		t.Errorf("%d latency queries, want 6 (message p99 by node, message p50/p99, storage p99, task p50/p99)", n)
 	}
 }
 

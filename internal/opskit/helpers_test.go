@@ -128,6 +128,7 @@ func loadRules(t testing.TB) []rule {
 
 // dashboard is the part of a Grafana dashboard the tests read.
 type dashboard struct {
+	Editable      bool    `json:"editable"`
 	Title         string  `json:"title"`
 	UID           string  `json:"uid"`
 	SchemaVersion int     `json:"schemaVersion"`
@@ -139,6 +140,7 @@ type dashboard struct {
 
 type variable struct {
 	Name       string          `json:"name"`
+	Label      string          `json:"label"`
 	Type       string          `json:"type"`
 	Query      json.RawMessage `json:"query"` // a string, or an object for query variables
 	Definition string          `json:"definition"`
@@ -154,11 +156,17 @@ type datasourceRef struct {
 }
 
 type panel struct {
-	ID         int            `json:"id"`
-	Type       string         `json:"type"`
-	Title      string         `json:"title"`
-	Datasource *datasourceRef `json:"datasource"`
-	Targets    []struct {
+	ID          int            `json:"id"`
+	Type        string         `json:"type"`
+	Title       string         `json:"title"`
+	Description string         `json:"description"`
+	Datasource  *datasourceRef `json:"datasource"`
+	FieldConfig struct {
+		Defaults struct {
+			Unit string `json:"unit"`
+		} `json:"defaults"`
+	} `json:"fieldConfig"`
+	Targets []struct {
 		RefID      string         `json:"refId"`
 		Expr       string         `json:"expr"`
 		Datasource *datasourceRef `json:"datasource"`
@@ -213,9 +221,13 @@ func (d dashboard) exprs() []panelExpr {
 var rateIntervalVar = regexp.MustCompile(`\$\{?__rate_interval\}?`)
 var instanceVar = regexp.MustCompile(`\$\{?instance\}?`)
 
+// jobVar is the job variable, substituted with its All value.
+var jobVar = regexp.MustCompile(`\$\{?job\}?`)
+
 // substitute replaces the dashboard variables the way Grafana would for a
 // query run: $instance by instanceRegex, $__rate_interval by rateInterval.
 func substitute(expr, instanceRegex, rateInterval string) string {
 	expr = rateIntervalVar.ReplaceAllLiteralString(expr, rateInterval)
+	expr = jobVar.ReplaceAllLiteralString(expr, ".+")
 	return instanceVar.ReplaceAllLiteralString(expr, instanceRegex)
 }

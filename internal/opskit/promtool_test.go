@@ -1,8 +1,12 @@
 package opskit
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"go.yaml.in/yaml/v3"
 )
 
 // TestPromtoolCheckConfig validates the scrape configuration, the rule file
@@ -12,6 +16,49 @@ func TestPromtoolCheckConfig(t *testing.T) {
 	out := runPromtool(t, dir, "check", "config", "prometheus.yml")
 	if !strings.Contains(out, "SUCCESS: prometheus.yml is valid") {
 		t.Fatalf("unexpected promtool output:\n%s", out)
+	}
+}
+
+// TestPromtoolCheckSDConfig validates the http_sd_configs variant, and
+// checks that it discovers the nodes only through /sd, under the job name
+// the rules and the dashboard select on.
+func TestPromtoolCheckSDConfig(t *testing.T) {
+	dir := repoPath(t, "deploy/prometheus")
+	out := runPromtool(t, dir, "check", "config", "prometheus-sd.yml")
+	if !strings.Contains(out, "SUCCESS: prometheus-sd.yml is valid") {
+		t.Fatalf("unexpected promtool output:\n%s", out)
+	}
+	data, err := os.ReadFile(filepath.Join(dir, "prometheus-sd.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		ScrapeConfigs []map[string]any `yaml:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.ScrapeConfigs) != 1 {
+		t.Fatalf("%d scrape configs, want 1", len(cfg.ScrapeConfigs))
+	}
+	sc := cfg.ScrapeConfigs[0]
+	if sc["job_name"] != "p2p-agent" {
+		t.Errorf("job_name %v, want p2p-agent", sc["job_name"])
+	}
+	for k := range sc {
+		if strings.HasSuffix(k, "_sd_configs") && k != "http_sd_configs" || k == "static_configs" {
+			t.Errorf("%s in the SD variant: it must discover nodes only through /sd", k)
+		}
+	}
+	sds, _ := sc["http_sd_configs"].([]any)
+	if len(sds) == 0 {
+		t.Fatal("no http_sd_configs")
+	}
+	for _, s := range sds {
+		u, _ := s.(map[string]any)["url"].(string)
+		if !strings.HasSuffix(u, "/sd") {
+			t.Errorf("http_sd_configs url %q does not end in /sd", u)
+		}
 	}
 }
 

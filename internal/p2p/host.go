@@ -39,6 +39,9 @@ const (
 	DefaultConnHigh = 96
 )
 
+// infoProtocolID is fleet.ProtocolID (package fleet builds on this one).
+const infoProtocolID = protocol.ID("/p2p-ai-agents/info/1.0.0")
+
 // mdnsServiceName scopes mDNS discovery to nodes of this network.
 const mdnsServiceName = "p2p-ai-agents"
 
@@ -314,6 +317,11 @@ func newResourceManager(withMetrics bool) (network.ResourceManager, error) {
 		rcmgr.BaseLimit{StreamsInbound: 16, StreamsOutbound: 16, Streams: 32, Memory: 32 << 20},
 		rcmgr.BaseLimitIncrease{})
 	limits.AddProtocolPeerLimit(PeerExchangeProtocolID,
+		rcmgr.BaseLimit{StreamsInbound: 2, StreamsOutbound: 2, Streams: 4, Memory: 1 << 20},
+		rcmgr.BaseLimitIncrease{})
+	// The info protocol of package fleet: one request at a time per peer
+	// and direction is the normal case.
+	limits.AddProtocolPeerLimit(infoProtocolID,
 		rcmgr.BaseLimit{StreamsInbound: 2, StreamsOutbound: 2, Streams: 4, Memory: 1 << 20},
 		rcmgr.BaseLimitIncrease{})
 	var opts []rcmgr.Option

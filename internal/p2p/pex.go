@@ -56,7 +56,12 @@ func (h *Host) servePeerExchange(s network.Stream) {
 	ps := h.lh.Peerstore()
 	h.awaitIdentify(asker)
 	msg := pexMessage{Peers: []pexPeer{}}
-	for _, p := range h.lh.Network().Peers() {
+	// A random sample of at most pexMaxPeers: the reply stays bounded
+	// whatever the size of the mesh, and different askers learn different
+	// peers, which spreads knowledge faster than always the same first few.
+	peers := h.lh.Network().Peers()
+	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
+	for _, p := range peers {
 		if p == asker {
 			continue
 		}

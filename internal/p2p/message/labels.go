@@ -17,11 +17,15 @@ const (
 	ReasonStream      = "stream"       // the stream broke mid-frame or a write failed
 )
 
+// TypeInfo is the type label of the answers of the fleet info protocol
+// (/p2p-ai-agents/info/1.0.0, internal/fleet), counted with the messages.
+const TypeInfo = "info"
+
 // Types returns the closed set of wire message types, the type label of the
-// message metrics: this package's own and those of the services carried on
-// it (tracing.TypeGet, tracing.TypeSpans).
+// message metrics: this package's own, those of the services carried on it
+// (tracing.TypeGet, tracing.TypeSpans), and the info protocol's.
 func Types() []string {
-	return []string{TypePing, TypePong, TypeTaskRequest, TypeTaskResult, TypeError, tracing.TypeGet, tracing.TypeSpans}
+	return []string{TypePing, TypePong, TypeTaskRequest, TypeTaskResult, TypeError, tracing.TypeGet, tracing.TypeSpans, TypeInfo}
 }
 
 // ErrorReasons returns the closed set of the reason label of
