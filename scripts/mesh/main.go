@@ -164,6 +164,7 @@ func main() {
 	window := flag.Duration("window", 30*time.Second, "idle measurement window")
 	ttl := flag.String("ttl", "1m", "p2p.peer_ttl of the nodes")
 	promBin := flag.String("prometheus", "prometheus", "prometheus binary (empty: skip)")
+	flag.StringVar(&chromiumBin, "chromium", "", "chromium binary: also measure the web view of the bootstrap node (empty: skip)")
 	flag.Parse()
 	if err := run(*bin, *n, *settle, *window, *ttl, *promBin); err != nil {
 		fmt.Fprintln(os.Stderr, "mesh:", err)
@@ -294,10 +295,87 @@ func run(bin string, n int, settle, window time.Duration, ttl, promBin string) e
 	}
 	fmt.Printf("GET /api/v1/network: %d nodes, %d edges in %s\n", len(view.Nodes), len(view.Edges), time.Since(t).Round(time.Millisecond))
 
+	if chromiumBin != "" {
+		if err := browserCost(chromiumBin, dir, "http://"+boot.api+"/ui/", n); err != nil {
+			return err
+		}
+	}
 	if promBin == "" {
 		return nil
 	}
 	return promScrape(promBin, dir, sdURL, n)
+}
+
+var chromiumBin string
+
+// browserCost opens the web view in a real headless Chromium: the time
+// until the page has drawn every node (the page records it on <body>,
+// read back through --dump-dom with real time), then the CPU the browser's
+// processes use over 30 s of live updates (from /proc).
+func browserCost(bin, dir, url string, n int) error {
+	out, err := exec.Command(bin, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+		"--user-data-dir="+filepath.Join(dir, "chromium-dom"), "--timeout=8000", "--dump-dom", url).Output()
+	if err != nil {
+		return fmt.Errorf("chromium --dump-dom: %w", err)
+	}
+	html := string(out)
+	first := ""
+	if i := strings.Index(html, `data-first-render-ms="`); i >= 0 {
+		rest := html[i+len(`data-first-render-ms="`):]
+		first = rest[:strings.IndexByte(rest, '"')]
+	}
+	fmt.Printf("web view: %d nodes drawn, first full render %s ms after navigation\n", strings.Count(html, `<g data-id=`), first)
+
+	cmd := exec.Command(bin, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+		"--user-data-dir="+filepath.Join(dir, "chromium-live"), "--remote-debugging-port=0", url)
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	time.Sleep(5 * time.Second) // loaded and updating
+	before := treeCPU(cmd.Process.Pid)
+	t := time.Now()
+	time.Sleep(30 * time.Second)
+	used := treeCPU(cmd.Process.Pid) - before
+	fmt.Printf("web view: browser CPU over %s of live updates (every 1 s, %d nodes): %.2f s, %.1f %% of one core\n",
+		time.Since(t).Round(time.Second), n, used, 100*used/time.Since(t).Seconds())
+	return nil
+}
+
+// treeCPU returns the user+system CPU seconds of pid and its descendants.
+func treeCPU(pid int) float64 {
+	entries, _ := os.ReadDir("/proc")
+	parent := map[int]int{}
+	cpu := map[int]float64{}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+		if len(f) < 13 {
+			continue
+		}
+		pp, _ := strconv.Atoi(f[1])
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		parent[p], cpu[p] = pp, (ut+st)/100 // USER_HZ
+	}
+	total := 0.0
+	for p := range cpu {
+		for q := p; q > 1; q = parent[q] {
+			if q == pid {
+				total += cpu[p]
+				break
+			}
+		}
+	}
+	return total
 }
 
 func promScrape(bin, dir, sdURL string, n int) error {

@@ -243,6 +243,10 @@ async function refresh() {
     errEl.textContent = "";
     draw();
     renderPanel();
+    if (!document.body.dataset.firstRenderMs && state.nodes.length) {
+      // Time from navigation to the first complete drawing, for measurements.
+      document.body.dataset.firstRenderMs = String(Math.round(performance.now()));
+    }
   } catch (e) {
     errEl.textContent = e.message;
   }
