@@ -138,7 +138,9 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 	}
 	n := &Node{t: t, cmd: cmd, DataDir: opts.DataDir, exit: make(chan struct{})}
 	started := make(chan map[string]any, 1)
+	logsRead := make(chan struct{})
 	go func() {
+		defer close(logsRead)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
 		for sc.Scan() {
@@ -154,8 +156,14 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 				}
 			}
 		}
+		// A line over the scanner's limit ends the loop: keep draining so
+		// the process never blocks writing to its stderr.
+		_, _ = io.Copy(io.Discard, stderr)
 	}()
 	go func() {
+		// Wait closes the stderr pipe: every line must be read first
+		// (os/exec), or the last ones, written just before exit, are lost.
+		<-logsRead
 		n.err = cmd.Wait()
 		close(n.exit)
 	}()
