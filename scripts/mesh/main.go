@@ -12,6 +12,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -308,31 +309,41 @@ func run(bin string, n int, settle, window time.Duration, ttl, promBin string) e
 
 var chromiumBin string
 
-// browserCost opens the web view in a real headless Chromium: the time
-// until the page has drawn every node (the page records it on <body>,
-// read back through --dump-dom with real time), then the CPU the browser's
-// processes use over 30 s of live updates (from /proc).
+// browserCost opens the web view in a real headless Chromium and reports
+// the time from navigation until the page has drawn every node (the page
+// logs it to the console, which Chromium prints on stderr), then the CPU the
+// browser's processes use over 30 s of live updates (from /proc).
 func browserCost(bin, dir, url string, n int) error {
-	out, err := exec.Command(bin, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-		"--user-data-dir="+filepath.Join(dir, "chromium-dom"), "--timeout=8000", "--dump-dom", url).Output()
-	if err != nil {
-		return fmt.Errorf("chromium --dump-dom: %w", err)
-	}
-	html := string(out)
-	first := ""
-	if i := strings.Index(html, `data-first-render-ms="`); i >= 0 {
-		rest := html[i+len(`data-first-render-ms="`):]
-		first = rest[:strings.IndexByte(rest, '"')]
-	}
-	fmt.Printf("web view: %d nodes drawn, first full render %s ms after navigation\n", strings.Count(html, `<g data-id=`), first)
-
 	cmd := exec.Command(bin, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-		"--user-data-dir="+filepath.Join(dir, "chromium-live"), "--remote-debugging-port=0", url)
+		"--enable-logging=stderr", "--v=0",
+		"--user-data-dir="+filepath.Join(dir, "chromium"), "--remote-debugging-port=0", url)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
 	if err := cmd.Start(); err != nil {
 		return err
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
-	time.Sleep(5 * time.Second) // loaded and updating
+	first := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if i := strings.Index(sc.Text(), "p2p-agent-ui first-render-ms "); i >= 0 {
+				select {
+				case first <- strings.SplitN(sc.Text()[i:], `"`, 2)[0]:
+				default:
+				}
+			}
+		}
+	}()
+	select {
+	case line := <-first:
+		fmt.Printf("web view: %s (ms from navigation to the first complete drawing)\n", line)
+	case <-time.After(30 * time.Second):
+		return errors.New("web view: no first render within 30 s")
+	}
+	time.Sleep(3 * time.Second) // updating
 	before := treeCPU(cmd.Process.Pid)
 	t := time.Now()
 	time.Sleep(30 * time.Second)

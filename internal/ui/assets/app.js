@@ -246,6 +246,7 @@ async function refresh() {
     if (!document.body.dataset.firstRenderMs && state.nodes.length) {
       // Time from navigation to the first complete drawing, for measurements.
       document.body.dataset.firstRenderMs = String(Math.round(performance.now()));
+      console.log(`p2p-agent-ui first-render-ms ${document.body.dataset.firstRenderMs} nodes ${state.nodes.length} edges ${state.edges.length}`);
     }
   } catch (e) {
     errEl.textContent = e.message;
