@@ -2,6 +2,7 @@ package task
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -113,5 +114,44 @@ func TestTaskTracedFailure(t *testing.T) {
 			t.Fatalf("spans %v, want %s", spanTree(t, rec.TraceID, ta.Store()), want)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// BenchmarkTracedTask is TestTaskTraced's path (A dispatches text.chunk to
+// B through a transport that carries the traceparent) timed untraced and
+// traced: what the spans of one remote task cost, without the network.
+func BenchmarkTracedTask(b *testing.B) {
+	for _, traced := range []bool{false, true} {
+		b.Run(fmt.Sprintf("traced=%v", traced), func(b *testing.B) {
+			ta, err := tracing.New(tracing.Config{Node: "A", PeerID: "A"})
+			if err != nil {
+				b.Fatal(err)
+			}
+			tb, _ := tracing.New(tracing.Config{Node: "B", PeerID: "B"})
+			bs := openStore(b)
+			be := NewEngine(bs, nil, nil, "B", Options{Tracing: tb})
+			defer be.Close(context.Background())
+			tr := &fakeTransport{offer: map[string][]peer.ID{TypeChunk: {"B"}}}
+			tr.handle = func(ctx context.Context, _ peer.ID, req Request) (Record, error) {
+				return be.Execute(tracing.WithTraceparent(context.Background(), tracing.Traceparent(ctx)), req), nil
+			}
+			ae := NewEngine(openStore(b), nil, tr, "A", Options{Tracing: ta})
+			defer ae.Close(context.Background())
+			input := json.RawMessage(`{"text":"one two three four five","size":2,"overlap":0}`)
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				rec, err := ae.Submit(ctx, SubmitRequest{Type: TypeChunk, Input: input, Peer: "B", Trace: traced})
+				if err != nil {
+					b.Fatal(err)
+				}
+				for !rec.State.Final() {
+					time.Sleep(20 * time.Microsecond)
+					if rec, err = ae.Get(ctx, rec.ID); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
 	}
 }
