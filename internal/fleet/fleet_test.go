@@ -256,3 +256,52 @@ func TestHintsBounded(t *testing.T) {
 		t.Errorf("edges answer: %d edges %d hints, want %d and none", len(e.Peers), len(e.Hints), len(others))
 	}
 }
+
+// TestAskingTooOftenIsRefused: a stranger asking for info in a tight loop
+// gets at most the burst plus the rate answered; the rest are reset and
+// counted as busy, and a well-behaved peer is still answered meanwhile.
+func TestAskingTooOftenIsRefused(t *testing.T) {
+	ref := &refusals{n: map[string]int{}}
+	server := newHost(t)
+	startService(t, server, "server", time.Minute, ref)
+	stranger := newHost(t)
+	connect(t, stranger, server)
+	ask := func(h host.Host) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		st, err := h.NewStream(ctx, server.ID(), ProtocolID)
+		if err != nil {
+			return err
+		}
+		defer st.Close()
+		f, _ := message.AppendRawFrame(nil, []byte(`{}`), maxRequestBytes)
+		if _, err := st.Write(f); err != nil {
+			return err
+		}
+		_, err = readAnswer(st)
+		return err
+	}
+	const tries = 40
+	start := time.Now()
+	answered := 0
+	for range tries {
+		if ask(stranger) == nil {
+			answered++
+		}
+	}
+	allowed := AnswerBurst + int(time.Since(start).Seconds()*AnswerRate) + 1
+	if answered < AnswerBurst || answered > allowed {
+		t.Fatalf("%d of %d rapid requests answered, want %d..%d", answered, tries, AnswerBurst, allowed)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if got := ref.get(message.ReasonBusy); got != tries-answered {
+			return fmt.Errorf("%d refusals counted busy, want %d", got, tries-answered)
+		}
+		return nil
+	})
+	polite := newHost(t)
+	connect(t, polite, server)
+	if err := ask(polite); err != nil {
+		t.Fatalf("a well-behaved peer is refused too: %v", err)
+	}
+}

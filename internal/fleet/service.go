@@ -144,6 +144,8 @@ type Service struct {
 	viewMu    sync.Mutex
 	viewAt    time.Time
 	viewEdges map[peer.ID][]Edge
+
+	asks askLimits // per-peer bound on the requests answered
 }
 
 // New returns a service on h; it does nothing until Start.
@@ -388,6 +390,12 @@ func (s *Service) serve(st network.Stream) {
 	defer st.Close()
 	_ = st.SetDeadline(time.Now().Add(s.cfg.Timeout))
 	asker := st.Conn().RemotePeer()
+	if !s.asks.allow(asker, time.Now()) {
+		s.cfg.Refused(message.ReasonBusy)
+		s.log.Debug("info request refused: the peer asks too often", "peer", asker.String())
+		_ = st.Reset()
+		return
+	}
 	body, err := message.ReadRawFrame(bufio.NewReader(st), maxRequestBytes)
 	var req request
 	if err == nil {
