@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/tracing"
@@ -360,4 +361,40 @@ func BenchmarkSpans(b *testing.B) {
 			_ = tracing.WithTraceparent(context.Background(), tracing.Traceparent(ctx))
 		}
 	})
+}
+
+// TestTraceparentAgreesWithOTel checks the direct traceparent code against
+// OpenTelemetry's own propagator, both ways, on valid and invalid inputs.
+func TestTraceparentAgreesWithOTel(t *testing.T) {
+	tr := newTracing(t, 0)
+	ctx, s := tr.StartRoot(context.Background(), "r", trace.SpanKindServer, true)
+	defer s.End(nil)
+	var prop propagation.TraceContext
+	c := propagation.MapCarrier{}
+	prop.Inject(ctx, c)
+	if got := tracing.Traceparent(ctx); got != c["traceparent"] {
+		t.Fatalf("Traceparent = %q, OTel writes %q", got, c["traceparent"])
+	}
+	for _, in := range []string{
+		c["traceparent"],
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+		"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+		"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
+		"", "00", "garbage",
+	} {
+		want := trace.SpanContextFromContext(prop.Extract(context.Background(), propagation.MapCarrier{"traceparent": in}))
+		got := trace.SpanContextFromContext(tracing.WithTraceparent(context.Background(), in))
+		if !want.IsSampled() {
+			want = trace.SpanContext{}
+		}
+		if got.TraceID() != want.TraceID() || got.SpanID() != want.SpanID() || got.IsSampled() != want.IsSampled() {
+			t.Errorf("%q: got %v/%v/%v, OTel %v/%v/%v", in, got.TraceID(), got.SpanID(), got.IsSampled(), want.TraceID(), want.SpanID(), want.IsSampled())
+		}
+	}
 }
