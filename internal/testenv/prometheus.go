@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	promapi "github.com/prometheus/client_golang/api"
+	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
 )
 
 // PrometheusStartTimeout bounds how long a prometheus server may take to
@@ -195,64 +198,31 @@ func (p *Prometheus) stop() {
 // Log returns what the server has logged so far.
 func (p *Prometheus) Log() string { return p.log.String() }
 
-// apiResponse is the envelope of every /api/v1 answer.
-type apiResponse struct {
-	Status    string          `json:"status"`
-	Data      json.RawMessage `json:"data"`
-	ErrorType string          `json:"errorType"`
-	Error     string          `json:"error"`
-	Warnings  []string        `json:"warnings"`
-}
-
-// api GETs /api/v1/<path> with query parameters and returns the data of a
-// successful answer, or an error naming Prometheus' own error message.
-func (p *Prometheus) api(ctx context.Context, path string, params url.Values) (json.RawMessage, error) {
-	u := p.URL + "/api/v1/" + path
-	if len(params) > 0 {
-		u += "?" + params.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+// v1 is the Prometheus HTTP API client (client_golang's api/prometheus/v1).
+func (p *Prometheus) v1() v1.API {
+	c, err := promapi.NewClient(promapi.Config{Address: p.URL, Client: p.client})
 	if err != nil {
-		return nil, err
+		panic(err) // only for a malformed address, which StartPrometheus never makes
 	}
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	var r apiResponse
-	if err := json.Unmarshal(body, &r); err != nil {
-		return nil, fmt.Errorf("GET %s: status %d, undecodable answer: %.200s", path, resp.StatusCode, body)
-	}
-	if r.Status != "success" {
-		return nil, fmt.Errorf("GET %s: status %d: %s: %s", path, resp.StatusCode, r.ErrorType, r.Error)
-	}
-	return r.Data, nil
+	return v1.NewAPI(c)
 }
 
 // Query evaluates expr at the current time through /api/v1/query and
 // returns the result type ("vector", "matrix", "scalar" or "string") and the
-// raw result. A query Prometheus rejects (bad syntax, unknown function,
-// execution error) is an error carrying Prometheus' message.
+// result as the API's JSON. A query Prometheus rejects (bad syntax, unknown
+// function, execution error) is an error carrying Prometheus' message.
 func (p *Prometheus) Query(expr string) (resultType string, result json.RawMessage, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	data, err := p.api(ctx, "query", url.Values{"query": {expr}})
+	v, _, _, err := p.v1().Query(ctx, expr, time.Now())
 	if err != nil {
 		return "", nil, fmt.Errorf("query %q: %w", expr, err)
 	}
-	var d struct {
-		ResultType string          `json:"resultType"`
-		Result     json.RawMessage `json:"result"`
-	}
-	if err := json.Unmarshal(data, &d); err != nil {
+	raw, err := json.Marshal(v)
+	if err != nil {
 		return "", nil, fmt.Errorf("query %q: %w", expr, err)
 	}
-	return d.ResultType, d.Result, nil
+	return v.Type().String(), raw, nil
 }
 
 // Sample is one element of an instant vector.
@@ -261,33 +231,32 @@ type Sample struct {
 	Value  float64
 }
 
-// QueryVector evaluates expr and decodes the instant vector it returns; any
-// other result type is an error. NaN and infinite values decode as such.
+// QueryVector evaluates expr and returns the instant vector it gives; any
+// other result type is an error. NaN and infinite values come back as such.
 func (p *Prometheus) QueryVector(expr string) ([]Sample, error) {
-	typ, raw, err := p.Query(expr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	v, _, _, err := p.v1().Query(ctx, expr, time.Now())
 	if err != nil {
-		return nil, err
-	}
-	if typ != "vector" {
-		return nil, fmt.Errorf("query %q: result type %s, want vector", expr, typ)
-	}
-	var items []struct {
-		Metric map[string]string `json:"metric"`
-		Value  [2]any            `json:"value"`
-	}
-	if err := json.Unmarshal(raw, &items); err != nil {
 		return nil, fmt.Errorf("query %q: %w", expr, err)
 	}
-	out := make([]Sample, 0, len(items))
-	for _, it := range items {
-		s, _ := it.Value[1].(string)
-		v, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			return nil, fmt.Errorf("query %q: value %v: %w", expr, it.Value[1], err)
-		}
-		out = append(out, Sample{Metric: it.Metric, Value: v})
+	vec, ok := v.(model.Vector)
+	if !ok {
+		return nil, fmt.Errorf("query %q: result type %s, want vector", expr, v.Type())
+	}
+	out := make([]Sample, 0, len(vec))
+	for _, smp := range vec {
+		out = append(out, Sample{Metric: labelMap(model.LabelSet(smp.Metric)), Value: float64(smp.Value)})
 	}
 	return out, nil
+}
+
+func labelMap(ls model.LabelSet) map[string]string {
+	m := make(map[string]string, len(ls))
+	for k, v := range ls {
+		m[string(k)] = string(v)
+	}
+	return m
 }
 
 // Target is one active scrape target as /api/v1/targets reports it.
@@ -303,17 +272,15 @@ type Target struct {
 func (p *Prometheus) Targets() ([]Target, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	data, err := p.api(ctx, "targets", url.Values{"state": {"active"}})
+	r, err := p.v1().Targets(ctx)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("targets: %w", err)
 	}
-	var d struct {
-		ActiveTargets []Target `json:"activeTargets"`
+	out := make([]Target, 0, len(r.Active))
+	for _, t := range r.Active {
+		out = append(out, Target{Labels: labelMap(t.Labels), ScrapeURL: t.ScrapeURL, Health: string(t.Health), LastError: t.LastError, ScrapePool: t.ScrapePool})
 	}
-	if err := json.Unmarshal(data, &d); err != nil {
-		return nil, err
-	}
-	return d.ActiveTargets, nil
+	return out, nil
 }
 
 // WaitForTargetsUp waits up to d until at least n active targets report
@@ -356,24 +323,19 @@ type Rule struct {
 func (p *Prometheus) Rules() ([]Rule, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	data, err := p.api(ctx, "rules", nil)
+	r, err := p.v1().Rules(ctx, nil)
 	if err != nil {
-		return nil, err
-	}
-	var d struct {
-		Groups []struct {
-			Name  string `json:"name"`
-			Rules []Rule `json:"rules"`
-		} `json:"groups"`
-	}
-	if err := json.Unmarshal(data, &d); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("rules: %w", err)
 	}
 	var out []Rule
-	for _, g := range d.Groups {
-		for _, r := range g.Rules {
-			r.Group = g.Name
-			out = append(out, r)
+	for _, g := range r.Groups {
+		for _, rule := range g.Rules {
+			switch x := rule.(type) {
+			case v1.AlertingRule:
+				out = append(out, Rule{Name: x.Name, Query: x.Query, Type: "alerting", Health: string(x.Health), LastError: x.LastError, State: x.State, Group: g.Name})
+			case v1.RecordingRule:
+				out = append(out, Rule{Name: x.Name, Query: x.Query, Type: "recording", Health: string(x.Health), LastError: x.LastError, Group: g.Name})
+			}
 		}
 	}
 	return out, nil
@@ -392,29 +354,14 @@ func (p *Prometheus) QueryExemplars(expr string) ([]Exemplar, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	now := time.Now()
-	data, err := p.api(ctx, "query_exemplars", url.Values{
-		"query": {expr},
-		"start": {strconv.FormatInt(now.Add(-time.Hour).Unix(), 10)},
-		"end":   {strconv.FormatInt(now.Add(time.Minute).Unix(), 10)},
-	})
+	series, err := p.v1().QueryExemplars(ctx, expr, now.Add(-time.Hour), now.Add(time.Minute))
 	if err != nil {
-		return nil, fmt.Errorf("query_exemplars %q: %w", expr, err)
-	}
-	var series []struct {
-		SeriesLabels map[string]string `json:"seriesLabels"`
-		Exemplars    []struct {
-			Labels map[string]string `json:"labels"`
-			Value  string            `json:"value"`
-		} `json:"exemplars"`
-	}
-	if err := json.Unmarshal(data, &series); err != nil {
 		return nil, fmt.Errorf("query_exemplars %q: %w", expr, err)
 	}
 	var out []Exemplar
 	for _, s := range series {
 		for _, e := range s.Exemplars {
-			v, _ := strconv.ParseFloat(e.Value, 64)
-			out = append(out, Exemplar{SeriesLabels: s.SeriesLabels, Labels: e.Labels, Value: v})
+			out = append(out, Exemplar{SeriesLabels: labelMap(s.SeriesLabels), Labels: labelMap(e.Labels), Value: float64(e.Value)})
 		}
 	}
 	return out, nil
