@@ -200,12 +200,25 @@ func TestE2EDiskFullReserve(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(dataDir, "store", "BALLAST")); err != nil || fi.Size() != 8<<20 || n.HasLog("ballast file removed") {
 		t.Errorf("ballast at the refusal: %v, %v; want 8 MiB, never removed", fi, err)
 	}
-	for range 4 {
-		code, body, hdr = c.do(http.MethodPut, "refused", "eventual", fillValue(0))
+	// Four refusals in a row. Pebble's own work (a flush, an obsolete log
+	// file deleted) can free a little space meanwhile, so a PUT right at the
+	// edge may be accepted again: count what happens rather than assume.
+	refusals := 1
+	for tries, inARow := 0, 0; inARow < 4; tries++ {
+		if tries == 50 {
+			t.Fatalf("no 4 refusals in a row within 50 PUTs at the reserve")
+		}
+		code, body, hdr = c.do(http.MethodPut, fmt.Sprintf("refused-%d", tries), "eventual", fillValue(0))
+		if code/100 == 2 {
+			inARow = 0
+			continue
+		}
 		assert507(t, code, body, hdr)
+		refusals++
+		inARow++
 	}
-	if d := putErrors(t, n.MetricsURL) - errsBefore; d != 5 {
-		t.Errorf("storage_operation_errors_total{operation=put,backend=local} rose by %v, want 5", d)
+	if d := putErrors(t, n.MetricsURL) - errsBefore; d != float64(refusals) {
+		t.Errorf("storage_operation_errors_total{operation=put,backend=local} rose by %v, want %d (the refusals)", d, refusals)
 	}
 	if code, got, _ := c.do(http.MethodGet, "k00000", "", nil); code != http.StatusOK || !bytes.Equal(got, fillValue(0)) {
 		t.Fatalf("GET of an earlier key under the reserve: %d, %d bytes", code, len(got))
@@ -220,7 +233,7 @@ func TestE2EDiskFullReserve(t *testing.T) {
 		}
 	}
 	if refusedLines != 1 {
-		t.Errorf("%d 'write refused' log lines for 5 refusals, want 1", refusedLines)
+		t.Errorf("%d 'write refused' log lines for %d refusals, want 1", refusedLines, refusals)
 	}
 
 	// Deleting keys makes room: the store flushes and compacts them away.
