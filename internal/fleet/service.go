@@ -21,6 +21,7 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
+	"github.com/p2p-ai-agents/p2p-agent/internal/peerlimit"
 )
 
 // Local is what this node says about itself in its answers.
@@ -145,7 +146,7 @@ type Service struct {
 	viewAt    time.Time
 	viewEdges map[peer.ID][]Edge
 
-	asks askLimits // per-peer bound on the requests answered
+	asks *peerlimit.Limits // per-peer bound on the requests answered
 }
 
 // New returns a service on h; it does nothing until Start.
@@ -156,8 +157,19 @@ func New(h host.Host, cfg Config) *Service {
 		sem:   make(chan struct{}, cfg.Workers),
 		nodes: map[peer.ID]*entry{},
 		hints: map[peer.ID]hint{},
+		asks:  peerlimit.New(AnswerRate, AnswerBurst, 0),
 	}
 }
+
+// Per-peer bound on the info requests this node answers. A well-behaved
+// peer asks every 10 s, once more on connect and once a second while a
+// network view is watched; a peer asking faster than AnswerRate (after a
+// burst of AnswerBurst) gets its stream reset instead of an answer, counted
+// as busy.
+const (
+	AnswerRate  = 2 // per second
+	AnswerBurst = 10
+)
 
 // Start registers the protocol handler and starts refreshing the view: at
 // once for every newly identified peer that speaks the protocol, and every
@@ -390,7 +402,7 @@ func (s *Service) serve(st network.Stream) {
 	defer st.Close()
 	_ = st.SetDeadline(time.Now().Add(s.cfg.Timeout))
 	asker := st.Conn().RemotePeer()
-	if !s.asks.allow(asker, time.Now()) {
+	if !s.asks.Allow(asker.String(), time.Now()) {
 		s.cfg.Refused(message.ReasonBusy)
 		s.log.Debug("info request refused: the peer asks too often", "peer", asker.String())
 		_ = st.Reset()
