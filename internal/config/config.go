@@ -184,6 +184,9 @@ type TracingConfig struct {
 	MaxSpans int `yaml:"max_spans"`
 	// Retention is how long finished spans are kept.
 	Retention time.Duration `yaml:"retention"`
+	// RemoteRate bounds, per peer and per second, the messages whose trace
+	// context this node honours.
+	RemoteRate float64 `yaml:"remote_rate"`
 	// OTLPEndpoint is an OTLP/HTTP collector URL; empty exports nothing.
 	OTLPEndpoint string `yaml:"otlp_endpoint"`
 }

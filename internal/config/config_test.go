@@ -121,6 +121,7 @@ func TestLoadDefaults(t *testing.T) {
 		{"task.retention", c.Task.Retention, 168 * time.Hour},
 		{"task.max_records", c.Task.MaxRecords, 100000},
 		{"tracing.sample_ratio", c.Tracing.SampleRatio, 0.01},
+		{"tracing.remote_rate", c.Tracing.RemoteRate, 10.0},
 		{"tracing.max_spans", c.Tracing.MaxSpans, 100000},
 		{"tracing.retention", c.Tracing.Retention, 48 * time.Hour},
 		{"tracing.otlp_endpoint", c.Tracing.OTLPEndpoint, ""},
@@ -195,7 +196,7 @@ func TestDefaultValues(t *testing.T) {
 		API: APIConfig{Listen: "127.0.0.1:7070", ReadHeaderTimeout: 5 * time.Second, BodyTimeout: 60 * time.Second,
 			MinBodyRate: 4096, MaxConnections: 256, MaxBodyBytesInFlight: 32 << 20, ShutdownGrace: 2 * time.Second},
 		Task:    TaskConfig{Timeout: 30 * time.Second, MaxConcurrent: 4, MaxConcurrentSearches: 2, MaxQueued: 64, Retention: 168 * time.Hour, MaxRecords: 100000},
-		Tracing: TracingConfig{SampleRatio: 0.01, MaxSpans: 100000, Retention: 48 * time.Hour},
+		Tracing: TracingConfig{SampleRatio: 0.01, MaxSpans: 100000, Retention: 48 * time.Hour, RemoteRate: 10},
 	}
 	want.Node.DataDir = Default().Node.DataDir
 	want.Node.Name = hostname()
@@ -497,6 +498,7 @@ func TestValidationErrors(t *testing.T) {
 		{"empty data dir", flag("node.data_dir", " "), "node.data_dir", ""},
 		{"sample ratio above 1", flag("tracing.sample_ratio", "1.5"), "tracing.sample_ratio", "1.5"},
 		{"sample ratio negative", flag("tracing.sample_ratio", "-0.1"), "tracing.sample_ratio", "-0.1"},
+		{"remote rate zero", flag("tracing.remote_rate", "0"), "tracing.remote_rate", "0"},
 		{"max spans zero", flag("tracing.max_spans", "0"), "tracing.max_spans", "0"},
 		{"trace retention zero", flag("tracing.retention", "0s"), "tracing.retention", "0s"},
 		{"otlp endpoint without scheme", flag("tracing.otlp_endpoint", "collector:4318"), "tracing.otlp_endpoint", "collector:4318"},

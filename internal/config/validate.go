@@ -290,6 +290,9 @@ func validate(c *Config, sources map[string]string) Errors {
 		v.fail("tracing.sample_ratio", strconv.FormatFloat(tr.SampleRatio, 'g', -1, 64), "must be a number from 0 to 1")
 	}
 	v.intRange("tracing.max_spans", tr.MaxSpans, 1, 100_000_000)
+	if math.IsNaN(tr.RemoteRate) || tr.RemoteRate <= 0 || tr.RemoteRate > 1e6 {
+		v.fail("tracing.remote_rate", strconv.FormatFloat(tr.RemoteRate, 'g', -1, 64), "must be a number above 0 and at most 1000000")
+	}
 	v.positive("tracing.retention", tr.Retention)
 	if e := tr.OTLPEndpoint; e != "" {
 		if u, err := url.Parse(e); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -114,7 +114,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 	n.sampler = metrics.NewSampler(n.reg, cfg.Metrics.SampleInterval, log)
 	if n.tracing, err = tracing.New(tracing.Config{
 		SampleRatio: cfg.Tracing.SampleRatio, MaxSpans: cfg.Tracing.MaxSpans, Retention: cfg.Tracing.Retention,
-		OTLPEndpoint: cfg.Tracing.OTLPEndpoint, Node: cfg.Node.Name, PeerID: id.String(), Version: version,
+		OTLPEndpoint: cfg.Tracing.OTLPEndpoint, RemoteRate: cfg.Tracing.RemoteRate, Node: cfg.Node.Name, PeerID: id.String(), Version: version,
 	}); err != nil {
 		return nil, err
 	}

@@ -51,8 +51,9 @@ type Store struct {
 	order  []trace.TraceID // by first span stored, oldest first
 	head   int             // order[:head] are already dropped
 	spans  int
-	// dropped counts traces removed to stay within the bounds.
-	dropped uint64
+	// dropped counts traces removed to stay within the bounds, and
+	// droppedSpans the spans refused by MaxSpansPerTrace.
+	dropped, droppedSpans uint64
 }
 
 type storedTrace struct {
@@ -111,11 +112,20 @@ func (s *Store) OnEnd(ro sdktrace.ReadOnlySpan) {
 	s.add(sc.TraceID(), rec)
 }
 
+// MaxSpansPerTrace bounds the spans kept of one trace: a peer choosing the
+// trace id of the messages it sends cannot grow one trace until it fills the
+// store. Spans beyond it are dropped (and counted in Dropped).
+const MaxSpansPerTrace = 1000
+
 func (s *Store) add(id trace.TraceID, rec SpanRecord) {
 	now := s.cfg.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	t := s.traces[id]
+	if t != nil && len(t.spans) >= MaxSpansPerTrace {
+		s.droppedSpans++
+		return
+	}
 	if t == nil {
 		t = &storedTrace{first: now, spans: make([]SpanRecord, 0, 8)}
 		s.traces[id] = t
@@ -177,6 +187,13 @@ func (s *Store) Dropped() uint64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.dropped
+}
+
+// DroppedSpans returns how many spans MaxSpansPerTrace refused.
+func (s *Store) DroppedSpans() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.droppedSpans
 }
 
 // Shutdown does nothing: the store lives as long as its node.

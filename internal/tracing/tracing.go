@@ -28,6 +28,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/peerlimit"
 )
 
 // Defaults of the tracing.* configuration keys.
@@ -35,6 +37,9 @@ const (
 	DefaultSampleRatio = 0.01
 	DefaultMaxSpans    = 100_000
 	DefaultRetention   = 48 * time.Hour
+	// DefaultRemoteRate is how many messages a second one peer may have
+	// traced here by sending a sampled trace context (bursts of 10x).
+	DefaultRemoteRate = 10
 )
 
 // ErrBadTraceID reports a trace id that is not 32 hex digits (or all zero).
@@ -59,6 +64,11 @@ type Config struct {
 	// Store receives the finished spans (nil: a new Store bounded by
 	// MaxSpans and Retention).
 	Store *Store
+	// RemoteRate bounds, per peer and per second, the messages whose
+	// sampled trace context this node honours (0: DefaultRemoteRate);
+	// beyond it a message is handled untraced. A peer cannot make the node
+	// record spans faster than this.
+	RemoteRate float64
 }
 
 // Tracing is a node's tracer, span store and sampling policy.
@@ -67,6 +77,7 @@ type Tracing struct {
 	tracer trace.Tracer
 	store  *Store
 	ratio  float64
+	remote *peerlimit.Limits
 }
 
 // New builds the tracing of one node. It does not connect anywhere: the
@@ -104,7 +115,14 @@ func New(cfg Config) (*Tracing, error) {
 		opts = append(opts, sdktrace.WithBatcher(exp))
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
-	return &Tracing{tp: tp, tracer: tp.Tracer("github.com/p2p-ai-agents/p2p-agent"), store: store, ratio: cfg.SampleRatio}, nil
+	remote := cfg.RemoteRate
+	if remote <= 0 {
+		remote = DefaultRemoteRate
+	}
+	return &Tracing{
+		tp: tp, tracer: tp.Tracer("github.com/p2p-ai-agents/p2p-agent"), store: store, ratio: cfg.SampleRatio,
+		remote: peerlimit.New(remote, int(10*remote), 0),
+	}, nil
 }
 
 // otlpURL checks an OTLP/HTTP base URL and appends /v1/traces when it has
@@ -210,6 +228,21 @@ func Carry(dst, src context.Context) context.Context {
 		return dst
 	}
 	return trace.ContextWithSpan(dst, sp)
+}
+
+// FromPeer returns ctx with the remote parent of traceparent, received from
+// peer, when it is valid and sampled and peer is within its rate
+// (Config.RemoteRate); otherwise ctx unchanged, and the message is handled
+// untraced. A nil Tracing honours nothing.
+func (t *Tracing) FromPeer(ctx context.Context, peer, traceparent string) context.Context {
+	if t == nil || traceparent == "" {
+		return ctx
+	}
+	rctx := WithTraceparent(ctx, traceparent)
+	if rctx == ctx || !t.remote.Allow(peer, time.Now()) {
+		return ctx
+	}
+	return rctx
 }
 
 // TraceID returns the id of the sampled trace in ctx, or "".

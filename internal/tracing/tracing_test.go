@@ -398,3 +398,38 @@ func TestTraceparentAgreesWithOTel(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoteTraceContextBounded: a peer sending sampled trace contexts in a
+// loop gets at most the burst honoured at once, another peer is not
+// affected, and one trace keeps at most MaxSpansPerTrace spans.
+func TestRemoteTraceContextBounded(t *testing.T) {
+	tr, err := tracing.New(tracing.Config{RemoteRate: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	honoured := 0
+	for range 100 {
+		if trace.SpanContextFromContext(tr.FromPeer(context.Background(), "stranger", tp)).IsSampled() {
+			honoured++
+		}
+	}
+	if honoured != 20 { // burst of 10x the rate; the loop takes far less than a second
+		t.Fatalf("%d of 100 trace contexts honoured at once, want the burst of 20", honoured)
+	}
+	if !trace.SpanContextFromContext(tr.FromPeer(context.Background(), "other", tp)).IsSampled() {
+		t.Fatal("another peer's trace context refused")
+	}
+
+	st := tracing.NewStore(tracing.StoreConfig{})
+	big := newTracingWithStore(t, st)
+	ctx, root := big.StartRoot(context.Background(), "root", trace.SpanKindServer, true)
+	for range tracing.MaxSpansPerTrace + 500 {
+		_, s := big.Start(ctx, "child", trace.SpanKindInternal)
+		s.End(nil)
+	}
+	root.End(nil)
+	if _, spans := st.Len(); spans != tracing.MaxSpansPerTrace || st.DroppedSpans() != 501 {
+		t.Fatalf("one trace holds %d spans, %d dropped; want %d and 501", spans, st.DroppedSpans(), tracing.MaxSpansPerTrace)
+	}
+}

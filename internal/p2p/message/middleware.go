@@ -36,8 +36,9 @@ func MetricsMiddleware(m *metrics.Messages) Middleware { return ObserveMiddlewar
 // ObserveMiddleware is MetricsMiddleware that also traces: a message that
 // carries a sampled traceparent is handled under a server span "msg"
 // (attribute message.type), child of the sender's span, and its duration is
-// observed with the trace id as an exemplar. A message without one costs
-// one string comparison more. A nil tr traces nothing.
+// observed with the trace id as an exemplar; a peer's trace contexts are
+// honoured only within tracing.Config.RemoteRate. A message without one
+// costs one string comparison more. A nil tr traces nothing.
 func ObserveMiddleware(m *metrics.Messages, tr *tracing.Tracing) Middleware {
 	return func(next Handler) Handler {
 		if m == nil {
@@ -48,8 +49,8 @@ func ObserveMiddleware(m *metrics.Messages, tr *tracing.Tracing) Middleware {
 			tm.Received.Inc()
 			start := metrics.Now()
 			var span tracing.Span
-			if req.Trace != "" && tr != nil {
-				ctx, span = tr.Start(tracing.WithTraceparent(ctx, req.Trace), "msg", trace.SpanKindServer)
+			if req.Trace != "" {
+				ctx, span = tr.Start(tr.FromPeer(ctx, from.String(), req.Trace), "msg", trace.SpanKindServer)
 			}
 			resp, err := next(ctx, from, req)
 			if span.Recording() {
