@@ -33,35 +33,14 @@ document.getElementById("token-form").addEventListener("submit", (ev) => {
   refresh();
 });
 
-// network returns {nodes, edges} in one shape whatever the node offers:
-// GET /api/v1/network, or its own status and peers when that is missing.
+// network reads the mesh as this node sees it (GET /api/v1/network).
 async function network() {
-  try {
-    const net = await api("/api/v1/network");
-    return normalise(net);
-  } catch (e) {
-    if (e.status !== 404) throw e;
-  }
-  const [st, peers] = await Promise.all([api("/api/v1/status"), api("/api/v1/peers")]);
-  const nodes = [{ id: st.peer_id, name: st.name, version: st.version, state: st.state, peers: st.peers, self: true }];
-  const edges = [];
-  for (const p of peers) {
-    nodes.push({ id: p.id, name: shortID(p.id), version: p.agent_version || "", state: "active", peers: null });
-    edges.push({ from: st.peer_id, to: p.id, latency_ms: p.latency_ms });
-  }
-  return { nodes, edges };
-}
-
-// normalise accepts the field names of GET /api/v1/network.
-function normalise(net) {
+  const net = await api("/api/v1/network");
   const nodes = (net.nodes || []).map((n) => ({
-    id: n.id || n.peer_id, name: n.name || shortID(n.id || n.peer_id), version: n.version || "",
-    state: n.state || "active", peers: n.peers ?? null, cpu: n.cpu ?? n.cpu_percent ?? null,
-    memory: n.memory_bytes ?? n.memory ?? null, mps: n.messages_per_second ?? n.messages_per_sec ?? null,
-    tasks: n.tasks_running ?? null, self: !!(n.self || n.local), metrics_url: n.metrics_url || "",
+    id: n.id, name: n.name || shortID(n.id), version: n.version, state: n.state, peers: n.peers,
+    cpu: n.cpu_percent, memory: n.memory_bytes, mps: n.messages_per_second, tasks: n.tasks_running, self: !!n.self,
   }));
-  const edges = (net.edges || []).map((e) => ({ from: e.from || e.a || e.source, to: e.to || e.b || e.target, latency_ms: e.latency_ms ?? null }));
-  return { nodes, edges };
+  return { nodes, edges: net.edges || [] };
 }
 
 function shortID(id) { return id && id.length > 10 ? "…" + id.slice(-8) : id || "?"; }
@@ -173,7 +152,7 @@ function renderPanel() {
   }
   html += `<h2>Peers</h2><table id="panel-peer-list">${peers.join("") || row("none", "")}</table>`;
   if (n.self) {
-    html += "<h2>Recent tasks</h2><table id=\"panel-tasks\">";
+    html += "<h2>Tasks (a page of records, newest first)</h2><table id=\"panel-tasks\">";
     for (const t of state.tasks.slice(0, 10)) {
       const link = t.trace_id ? ` <a href="#trace=${esc(t.trace_id)}" data-trace="${esc(t.trace_id)}">trace</a>` : "";
       html += row(t.type, esc(t.state) + link);
@@ -208,11 +187,13 @@ async function showTrace(id) {
   }
 }
 
+// refreshTasks reads a page of this node's task records (the store has no
+// index by time: a page of 100 records, shown newest first).
 async function refreshTasks() {
   try {
-    const page = await api("/api/v1/kv?prefix=tasks/&limit=500");
+    const page = await api("/api/v1/kv?prefix=tasks/&limit=100");
     const recs = [];
-    for (const kv of page.items || page.kvs || []) {
+    for (const kv of page.items || []) {
       try { recs.push(JSON.parse(atob(kv.value))); } catch (_) { /* not a record */ }
     }
     recs.sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
