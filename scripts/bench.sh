@@ -28,7 +28,11 @@ command -v taskset >/dev/null && pin=(taskset -c 1)
 run storage-local ./internal/storage/local 'Benchmark(Put|Get)'
 run storage-redis ./internal/storage/redis 'Benchmark(Put|Get)'
 run p2p         ./internal/p2p/...       'Benchmark(Ping|MetricsMiddleware|Codec|FullMesh)'
+# The responder of this one is a second process (the test binary re-executed);
+# b.N is a number of rounds of raw A, service, raw B in rotating order.
+run twoproc     ./internal/p2p           'BenchmarkServiceVsRawStream' 100x
 run tasks       ./internal/task          'Benchmark'
 run node        ./internal/node          'Benchmark(Scrape|RemoteSmallTasks)'
+run scrape-cpu  ./internal/node          'BenchmarkScrapeNodeCPU' 500x
 run startup     ./cmd/p2p-agent          'BenchmarkStartupToReady' 5x
 echo "results in $out/" >&2
