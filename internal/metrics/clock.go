@@ -15,3 +15,13 @@ func Now() time.Duration { return time.Since(clockBase) }
 // Since returns the seconds elapsed since start (a value of Now), at
 // nanosecond precision, never rounded: what duration histograms observe.
 func Since(start time.Duration) float64 { return (Now() - start).Seconds() }
+
+// Time returns the time.Time of a Now reading. It carries the monotonic
+// clock, so deadlines and durations computed from it are exact; its wall
+// clock is the process start's plus the monotonic time since.
+func Time(now time.Duration) time.Time { return clockBase.Add(now) }
+
+// Of returns the Now reading of t, which must carry the monotonic clock
+// (a time.Now value not stripped by UTC, Round or similar), without reading
+// the clock again.
+func Of(t time.Time) time.Duration { return t.Sub(clockBase) }

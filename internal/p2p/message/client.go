@@ -49,8 +49,31 @@ func isRetryable(err error) bool {
 var errPeerClosed = fmt.Errorf("%w: closed by peer", ErrStreamClosed)
 
 // outboundTo returns the live kept stream to p, opening it (once, however
-// many callers wait) when there is none.
-func (s *Service) outboundTo(ctx context.Context, p peer.ID, deadline time.Time) (*outboundStream, error) {
+// many callers wait) when there is none. waited reports that it had to
+// wait for the stream to open, so the caller's clock reading is stale.
+func (s *Service) outboundTo(ctx context.Context, p peer.ID, deadline time.Time) (ob *outboundStream, waited bool, err error) {
+	ob, err = s.openedOutbound(p)
+	if ob != nil || err != nil {
+		return ob, false, err
+	}
+	ob, err = s.openOutboundOnce(ctx, p, deadline)
+	return ob, true, err
+}
+
+// openedOutbound returns the kept stream to p if there is one (nil, nil if
+// there is none).
+func (s *Service) openedOutbound(p peer.ID) (*outboundStream, error) {
+	s.smu.Lock()
+	defer s.smu.Unlock()
+	if s.closing {
+		return nil, ErrServiceClosed
+	}
+	return s.outbound[p], nil
+}
+
+// openOutboundOnce opens the kept stream to p, or waits for the caller
+// already opening it.
+func (s *Service) openOutboundOnce(ctx context.Context, p peer.ID, deadline time.Time) (*outboundStream, error) {
 	for {
 		s.smu.Lock()
 		if s.closing {
@@ -115,14 +138,16 @@ func (s *Service) openOutbound(ctx context.Context, p peer.ID) (*outboundStream,
 		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrPeerUnreachable, p, err)
 	}
-	return &outboundStream{
+	ob := &outboundStream{
 		svc:     s,
 		peer:    p,
 		s:       st,
 		w:       frameWriter{s: st, timeout: s.cfg.WriteTimeout, rec: s.rec},
 		pending: make(map[string]chan *Envelope),
 		done:    make(chan struct{}),
-	}, nil
+	}
+	ob.w.failed = func(err error) { ob.fail(fmt.Errorf("%w: write: %w", ErrStreamClosed, err), true) }
+	return ob, nil
 }
 
 var (
@@ -135,12 +160,13 @@ var (
 )
 
 // roundTrip writes the encoded request and waits for the response with its
-// ID, until ctx is done or the deadline (when not zero) passes.
-func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frameBuf, deadline time.Time) (*Envelope, error) {
+// ID, until ctx is done or the deadline (when not zero) passes. now is a
+// recent clock reading.
+func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frameBuf, deadline, now time.Time) (*Envelope, error) {
 	var expired <-chan time.Time
 	if !deadline.IsZero() {
 		t := timerPool.Get().(*time.Timer)
-		t.Reset(time.Until(deadline))
+		t.Reset(deadline.Sub(now))
 		defer func() {
 			t.Stop() // since Go 1.23 a stopped timer's channel holds no stale value
 			timerPool.Put(t)
@@ -158,7 +184,7 @@ func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frame
 	ob.pending[env.ID] = ch
 	ob.mu.Unlock()
 
-	if err := ob.w.write(f); err != nil {
+	if err := ob.w.write(f, now); err != nil {
 		err = fmt.Errorf("%w: write: %w", ErrStreamClosed, err)
 		ob.fail(err, true)
 		return nil, &retryableError{err}
@@ -166,11 +192,13 @@ func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frame
 	select {
 	case resp := <-ch:
 		replyPool.Put(ch) // drained: safe to reuse
+		resp.ID = env.ID
 		return resp, nil
 	case <-ob.done:
 		select {
 		case resp := <-ch:
 			replyPool.Put(ch)
+			resp.ID = env.ID
 			return resp, nil
 		default:
 		}
@@ -217,7 +245,10 @@ func (ob *outboundStream) readLoop() {
 			ob.fail(fmt.Errorf("%w: %w", ErrStreamClosed, err), true)
 			return
 		}
-		env, err := decodeEnvelope(body)
+		// The response's ID is looked up as bytes: the waiting request
+		// gives it its own ID string (the same value) in roundTrip.
+		env := getEnvelope()
+		id, canonical, err := decodeEnvelopeInto(env, body)
 		if err == nil && env.V != EnvelopeVersion {
 			err = fmt.Errorf("%w: response version %d", ErrMalformed, env.V)
 		}
@@ -226,15 +257,19 @@ func (ob *outboundStream) readLoop() {
 			ob.fail(fmt.Errorf("%w: bad response: %w", ErrStreamClosed, err), true)
 			return
 		}
+		if !canonical {
+			id = []byte(env.ID)
+		}
 		s.rec.received(env.Type)
 		ob.mu.Lock()
-		ch := ob.pending[env.ID]
-		delete(ob.pending, env.ID)
+		ch := ob.pending[string(id)]
+		delete(ob.pending, string(id))
 		ob.mu.Unlock()
 		if ch != nil {
 			ch <- env
 		} else {
-			s.log.Debug("response without a waiting request", "peer", ob.peer.String(), "type", env.Type, "id", env.ID)
+			s.log.Debug("response without a waiting request", "peer", ob.peer.String(), "type", env.Type, "id", string(id))
+			env.release()
 		}
 	}
 }

@@ -5,13 +5,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"strconv"
 	"time"
-
-	"github.com/multiformats/go-varint"
 )
 
 // DefaultMaxMessageBytes is the default frame size cap (p2p.max_message_bytes).
@@ -185,14 +181,30 @@ func ReadRawFrame(r *bufio.Reader, maxBytes int) ([]byte, error) {
 }
 
 func decodeEnvelope(body []byte) (*Envelope, error) {
-	if env := decodeCanonical(body); env != nil {
-		return env, nil
-	}
 	env := new(Envelope)
-	if err := json.Unmarshal(body, env); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+	id, canonical, err := decodeEnvelopeInto(env, body)
+	if err != nil {
+		return nil, err
+	}
+	if canonical {
+		env.ID = string(id)
 	}
 	return env, nil
+}
+
+// decodeEnvelopeInto decodes body into env, which must be zero. A
+// canonical envelope (see decodeCanonical) leaves env.ID empty and returns
+// its bytes as id, a slice of body, so that the caller chooses whether the
+// ID needs a string of its own; any other envelope's ID is in env.ID.
+func decodeEnvelopeInto(env *Envelope, body []byte) (id []byte, canonical bool, err error) {
+	if id, ok := decodeCanonicalInto(env, body); ok {
+		return id, true, nil
+	}
+	*env = Envelope{}
+	if err := json.Unmarshal(body, env); err != nil {
+		return nil, false, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	return nil, false, nil
 }
 
 // decodeCanonical decodes the envelope exactly as appendEnvelope writes it
@@ -201,41 +213,54 @@ func decodeEnvelope(body []byte) (*Envelope, error) {
 // anything else, which encoding/json then decodes; FuzzDecodeFrame checks
 // that both agree whenever this path accepts.
 func decodeCanonical(b []byte) *Envelope {
-	b, ok := bytes.CutPrefix(b, []byte(`{"v":1,"id":"`))
+	env := new(Envelope)
+	id, ok := decodeCanonicalInto(env, b)
 	if !ok {
 		return nil
 	}
-	id, b, ok := cutPlain(b)
+	env.ID = string(id)
+	return env
+}
+
+// decodeCanonicalInto is decodeCanonical into env (which may be left
+// partly filled when it fails), returning the ID's bytes instead of
+// setting env.ID.
+func decodeCanonicalInto(env *Envelope, b []byte) (id []byte, ok bool) {
+	b, ok = bytes.CutPrefix(b, []byte(`{"v":1,"id":"`))
 	if !ok {
-		return nil
+		return nil, false
+	}
+	id, b, ok = cutPlain(b)
+	if !ok {
+		return nil, false
 	}
 	if b, ok = bytes.CutPrefix(b, []byte(`,"type":"`)); !ok {
-		return nil
+		return nil, false
 	}
 	typ, b, ok := cutPlain(b)
 	if !ok {
-		return nil
+		return nil, false
 	}
 	if b, ok = bytes.CutPrefix(b, []byte(`,"sent_at":`)); !ok {
-		return nil
+		return nil, false
 	}
 	ts, b, ok := cutQuoted(b)
 	if !ok {
-		return nil
+		return nil, false
 	}
-	env := &Envelope{V: 1}
+	env.V = 1
 	if env.SentAt.UnmarshalJSON(ts) != nil {
-		return nil
+		return nil, false
 	}
 	if rest, ok := bytes.CutPrefix(b, []byte(`,"trace":"`)); ok {
 		var tr []byte
 		if tr, b, ok = cutPlain(rest); !ok || len(tr) == 0 {
-			return nil
+			return nil, false
 		}
 		env.Trace = string(tr)
 	}
 	if len(b) == 0 || b[len(b)-1] != '}' {
-		return nil
+		return nil, false
 	}
 	b = b[:len(b)-1]
 	if len(b) > 0 {
@@ -244,12 +269,12 @@ func decodeCanonical(b []byte) *Envelope {
 		// null is left to encoding/json's rules.
 		if !ok || len(raw) == 0 || isJSONSpace(raw[0]) || isJSONSpace(raw[len(raw)-1]) ||
 			string(raw) == "null" || !json.Valid(raw) {
-			return nil
+			return nil, false
 		}
 		env.Payload = bytes.Clone(raw)
 	}
-	env.ID, env.Type = string(id), internType(typ)
-	return env
+	env.Type = internType(typ)
+	return id, true
 }
 
 // cutPlain splits a plain string's content from b (which starts after its
@@ -295,121 +320,4 @@ func internType(b []byte) string {
 		return TypeError
 	}
 	return string(b)
-}
-
-// frameReader splits a stream into frame bodies. Between frames it waits
-// up to idle (0: forever); once the first byte of a frame has arrived, the
-// rest must arrive within timeout, so a peer that stalls mid-frame cannot
-// hold the reader. Deadlines are only touched when a read could block, and
-// the idle deadline only when less than half of it remains (so a stream is
-// closed after between idle/2 and idle without frames): setting a deadline
-// arms a timer, which would otherwise cost an allocation per frame.
-type frameReader struct {
-	br          *bufio.Reader
-	max         int
-	buf         []byte
-	setDeadline func(time.Time) error // nil: no deadlines (tests, fuzzing)
-	timeout     time.Duration
-	idle        time.Duration
-
-	deadline      time.Time // current read deadline; zero: none
-	frameDeadline bool      // deadline bounds a frame, not idleness
-}
-
-// waitIdle arranges the deadline for waiting on the next frame.
-func (fr *frameReader) waitIdle() error {
-	if fr.setDeadline == nil {
-		return nil
-	}
-	var dl time.Time
-	if fr.idle > 0 {
-		now := time.Now()
-		if !fr.frameDeadline && fr.deadline.Sub(now) >= fr.idle/2 {
-			return nil
-		}
-		dl = now.Add(fr.idle)
-	} else if fr.deadline.IsZero() {
-		return nil
-	}
-	fr.deadline, fr.frameDeadline = dl, false
-	return fr.setDeadline(dl)
-}
-
-// idleExpired reports whether err, returned between frames, is this
-// reader's own idle deadline passing, rather than a transport failure that
-// merely looks like a timeout (a QUIC connection's idle timeout: its peer
-// is gone).
-func (fr *frameReader) idleExpired(err error) bool {
-	return isTimeout(err) && !fr.deadline.IsZero() && !fr.frameDeadline && !time.Now().Before(fr.deadline)
-}
-
-// next returns the body of the next frame; it is valid until the following
-// call. started reports whether any byte of the frame had been received, so
-// the caller can tell a stream that ended (or idled) between frames from one
-// that broke inside a frame.
-func (fr *frameReader) next() (body []byte, started bool, err error) {
-	if fr.br.Buffered() == 0 {
-		if err := fr.waitIdle(); err != nil {
-			return nil, false, err
-		}
-		if _, err := fr.br.Peek(1); err != nil {
-			return nil, false, err
-		}
-	}
-
-	// Fast path: the whole frame is already buffered, no read can block.
-	hdr, _ := fr.br.Peek(min(fr.br.Buffered(), varint.MaxLenUvarint63))
-	n, k, err := varint.FromUvarint(hdr)
-	switch {
-	case err == nil:
-		if n > uint64(fr.max) {
-			_, _ = fr.br.Discard(k)
-			return nil, true, fmt.Errorf("%w: %d bytes declared, limit %d", ErrFrameTooLarge, n, fr.max)
-		}
-		if total := k + int(n); total <= fr.br.Buffered() {
-			b, _ := fr.br.Peek(total)
-			_, _ = fr.br.Discard(total)
-			return b[k:], true, nil
-		}
-	case errors.Is(err, varint.ErrUnderflow):
-		// The length prefix itself is incomplete: read it below.
-	default:
-		return nil, true, fmt.Errorf("%w: length prefix: %w", ErrMalformed, err)
-	}
-
-	if fr.setDeadline != nil && fr.timeout > 0 {
-		fr.deadline, fr.frameDeadline = time.Now().Add(fr.timeout), true
-		if err := fr.setDeadline(fr.deadline); err != nil {
-			return nil, true, err
-		}
-	}
-	n, err = varint.ReadUvarint(fr.br)
-	if err != nil {
-		if errors.Is(err, varint.ErrOverflow) || errors.Is(err, varint.ErrNotMinimal) {
-			return nil, true, fmt.Errorf("%w: length prefix: %w", ErrMalformed, err)
-		}
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, true, err
-	}
-	if n > uint64(fr.max) {
-		return nil, true, fmt.Errorf("%w: %d bytes declared, limit %d", ErrFrameTooLarge, n, fr.max)
-	}
-	var buf []byte
-	if n <= keptBufferBytes {
-		if uint64(cap(fr.buf)) < n {
-			fr.buf = make([]byte, max(n, 512))
-		}
-		buf = fr.buf[:n]
-	} else {
-		buf = make([]byte, n)
-	}
-	if _, err := io.ReadFull(fr.br, buf); err != nil {
-		if errors.Is(err, io.EOF) {
-			err = io.ErrUnexpectedEOF
-		}
-		return nil, true, err
-	}
-	return buf, true, nil
 }

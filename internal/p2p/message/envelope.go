@@ -32,6 +32,14 @@ type Envelope struct {
 	// that neither send nor read it interoperate.
 	Trace   string          `json:"trace,omitempty"`
 	Payload json.RawMessage `json:"payload,omitempty"`
+
+	// received and answered are clock readings (metrics.Now) of an inbound
+	// message, taken by its stream for its own deadlines: when its frame
+	// began to arrive and when its reply was ready. The metrics middleware
+	// times the message with them instead of reading the clock twice more;
+	// zero when the message did not come from a stream.
+	received, answered time.Duration
+	pooled             bool // from envelopePool (see pool.go)
 }
 
 // ErrorPayload is the payload of an "error" message.

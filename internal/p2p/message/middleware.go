@@ -28,9 +28,13 @@ type Middleware func(Handler) Handler
 // MetricsMiddleware returns the middleware that records every message it
 // sees: messages_received_total before handling, the processing duration
 // after, and message_processing_errors_total by reason when the wrapped
-// handler fails. Labels are resolved by metrics.Messages.For, so types
-// outside the closed set are recorded as "unknown" and recording does not
-// allocate. A nil m returns the handler unchanged.
+// handler fails. The processing duration runs from the moment the message's
+// frame began to arrive to the moment its reply was ready, read from the
+// clock readings the stream takes for its own deadlines (a message that
+// did not come from a stream is timed around the handler). Labels are
+// resolved by metrics.Messages.For, so types outside the closed set are
+// recorded as "unknown" and recording does not allocate. A nil m returns
+// the handler unchanged.
 func MetricsMiddleware(m *metrics.Messages) Middleware { return ObserveMiddleware(m, nil) }
 
 // ObserveMiddleware is MetricsMiddleware that also traces: a message that
@@ -47,18 +51,26 @@ func ObserveMiddleware(m *metrics.Messages, tr *tracing.Tracing) Middleware {
 		return func(ctx context.Context, from peer.ID, req *Envelope) (*Envelope, error) {
 			tm := m.For(req.Type)
 			tm.Received.Inc()
-			start := metrics.Now()
+			start := req.received
+			if start == 0 {
+				start = metrics.Now()
+			}
 			var span tracing.Span
 			if req.Trace != "" {
 				ctx, span = tr.Start(tr.FromPeer(ctx, from.String(), req.Trace), "msg", trace.SpanKindServer)
 			}
 			resp, err := next(ctx, from, req)
+			end := req.answered
+			if end == 0 {
+				end = metrics.Now()
+			}
+			d := (end - start).Seconds()
 			if span.Recording() {
-				tracing.Observe(ctx, tm.Duration, metrics.Since(start))
+				tracing.Observe(ctx, tm.Duration, d)
 				span.SetAttributes(attribute.String("message.type", req.Type))
 				span.End(err)
 			} else {
-				tm.Duration.Observe(metrics.Since(start))
+				tm.Duration.Observe(d)
 			}
 			if err != nil {
 				tm.Error(errorReason(err)).Inc()

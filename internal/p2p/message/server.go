@@ -47,6 +47,10 @@ func (s *Service) handleStream(st network.Stream) {
 	}
 	is.ctx, is.cancel = context.WithCancel(s.ctx)
 	defer is.cancel()
+	is.w.failed = func(error) {
+		is.cancel()
+		_ = st.Reset()
+	}
 	is.serve = s.observe(is.deliver)
 
 	s.smu.Lock()
@@ -65,7 +69,9 @@ func (s *Service) handleStream(st network.Stream) {
 		s.readers.Done()
 	}()
 
-	if is.readLoop() {
+	graceful := is.readLoop()
+	_ = is.w.flush() // handlers' replies are written directly from now on
+	if graceful {
 		is.wg.Wait() // in-flight handlers still reply
 		_ = st.Close()
 		return
@@ -85,6 +91,7 @@ func (is *inboundStream) readLoop() (graceful bool) {
 		setDeadline: is.s.SetReadDeadline,
 		timeout:     s.cfg.ReadTimeout,
 		idle:        s.cfg.IdleTimeout,
+		beforeWait:  func() { _ = is.w.flush() },
 	}
 	for {
 		body, started, err := fr.next()
@@ -126,17 +133,37 @@ func (is *inboundStream) readLoop() (graceful bool) {
 				return false
 			}
 		}
-		env, err := decodeEnvelope(body)
+		env := getEnvelope()
+		id, canonical, err := decodeEnvelopeInto(env, body)
 		if err != nil {
+			env.release()
 			s.rec.failed(metrics.Unknown, ReasonMalformed)
 			s.log.Debug("malformed inbound message", "peer", is.from.String(), "err", err)
 			is.replyError("", ReasonMalformed, err) // framing is intact: carry on
 			continue
 		}
+		env.received = fr.arrived
 		if s.inline(env) {
+			// Answered before the next frame is read: the envelope and
+			// its ID (borrowed from the frame) are reused afterwards.
+			if canonical {
+				env.ID = borrowString(id)
+			}
+			if fr.br.Buffered() > 0 {
+				// More requests are here already: their replies leave
+				// together, flushed before the reader next waits.
+				is.w.cork()
+			}
 			_, _ = is.serve(is.ctx, is.from, env)
+			env.release()
 			continue
 		}
+		// A handler may keep what it is given: its own envelope and ID.
+		env.pooled = false
+		if canonical {
+			env.ID = string(id)
+		}
+		_ = is.w.flush() // the reader may block below
 		size := len(body)
 		if !s.held.reserve(is.from, size) {
 			s.log.Debug("inbound request refused: busy", "peer", is.from.String(), "type", env.Type)
@@ -200,9 +227,13 @@ func (is *inboundStream) deliver(ctx context.Context, from peer.ID, req *Envelop
 	if resp == nil {
 		return nil, err
 	}
+	// One clock read serves the reply's sent_at, the write deadline and
+	// the end of the message's processing time.
+	now := time.Now()
+	req.answered = metrics.Of(now)
 	resp.V, resp.ID = EnvelopeVersion, req.ID
 	if resp.SentAt.IsZero() {
-		resp.SentAt = time.Now().UTC()
+		resp.SentAt = now.UTC()
 	}
 	f, ferr := encodeFrame(resp, s.cfg.MaxMessageBytes)
 	if ferr != nil {
@@ -217,7 +248,8 @@ func (is *inboundStream) deliver(ctx context.Context, from peer.ID, req *Envelop
 			return nil, err
 		}
 	}
-	werr := is.w.write(f)
+	resp.release() // the service's own reply (a pong) is reused
+	werr := is.w.write(f, now)
 	f.release()
 	if werr != nil {
 		// A failed write leaves a partial frame: the stream is unusable.
@@ -245,7 +277,7 @@ func (is *inboundStream) replyError(id, reason string, cause error) {
 		return
 	}
 	defer f.release()
-	if err := is.w.write(f); err != nil {
+	if err := is.w.write(f, time.Time{}); err != nil {
 		is.svc.log.Debug("error reply failed", "peer", is.from.String(), "err", err)
 	}
 }

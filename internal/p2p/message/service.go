@@ -162,8 +162,12 @@ type route struct {
 	inline bool
 }
 
+// pingHandler answers pong. The reply is the service's own (deliver
+// reuses it once encoded) and gets its sent_at from deliver's clock read.
 func pingHandler(_ context.Context, _ peer.ID, req *Envelope) (*Envelope, error) {
-	return Reply(req, TypePong, nil)
+	resp := getEnvelope()
+	resp.ID, resp.Type = req.ID, TypePong
+	return resp, nil
 }
 
 // Handle registers h for messages of type typ, replacing any previous
@@ -251,52 +255,69 @@ func reachable(h host.Host, p peer.ID) bool {
 // peer with neither a connection nor a known address fails at once with
 // ErrPeerUnreachable.
 func (s *Service) Request(ctx context.Context, p peer.ID, typ string, payload any) (*Envelope, error) {
-	env, err := NewEnvelope(typ, payload)
+	return s.request(ctx, p, typ, payload, time.Now())
+}
+
+func (s *Service) request(ctx context.Context, p peer.ID, typ string, payload any, now time.Time) (*Envelope, error) {
+	raw, err := marshalPayload(payload)
 	if err != nil {
 		return nil, err
 	}
-	return s.Send(ctx, p, env)
+	env := getEnvelope() // nobody else sees it: reused once sent
+	env.Type, env.Payload = typ, raw
+	resp, err := s.sendAt(ctx, p, env, now)
+	env.release()
+	return resp, err
 }
 
 // Send is Request with a caller-built envelope; its ID is overwritten.
 func (s *Service) Send(ctx context.Context, p peer.ID, env *Envelope) (*Envelope, error) {
+	return s.sendAt(ctx, p, env, time.Now())
+}
+
+// sendAt is Send with the clock read by the caller: one reading serves the
+// request timeout, sent_at and the write deadline.
+func (s *Service) sendAt(ctx context.Context, p peer.ID, env *Envelope, now time.Time) (*Envelope, error) {
 	// Without a deadline on ctx, RequestTimeout is enforced with a pooled
 	// timer rather than a derived context, which would allocate a context
 	// and a timer per request.
 	var deadline time.Time
 	if _, ok := ctx.Deadline(); !ok {
-		deadline = time.Now().Add(s.cfg.RequestTimeout)
+		deadline = now.Add(s.cfg.RequestTimeout)
 	}
 	env.V = EnvelopeVersion
 	env.ID = s.nextID()
 	if env.SentAt.IsZero() {
-		env.SentAt = time.Now().UTC()
+		env.SentAt = now.UTC()
 	}
 	ctx, span := s.cfg.Tracing.Start(ctx, "msg.send", trace.SpanKindClient)
 	if span.Recording() {
 		span.SetAttributes(attribute.String("message.type", env.Type), attribute.String("net.peer", p.String()))
 		env.Trace = tracing.Traceparent(ctx)
-		resp, err := s.send(ctx, p, env, deadline)
+		resp, err := s.send(ctx, p, env, deadline, now)
 		span.End(err)
 		return resp, err
 	}
-	return s.send(ctx, p, env, deadline)
+	return s.send(ctx, p, env, deadline, now)
 }
 
 // send encodes env and makes the round trip, retrying once on a new stream
 // when the kept one turned out to be dead.
-func (s *Service) send(ctx context.Context, p peer.ID, env *Envelope, deadline time.Time) (*Envelope, error) {
+func (s *Service) send(ctx context.Context, p peer.ID, env *Envelope, deadline, now time.Time) (*Envelope, error) {
 	frame, err := encodeFrame(env, s.cfg.MaxMessageBytes)
 	if err != nil {
 		return nil, err
 	}
 	defer frame.release()
 	for attempt := 0; ; attempt++ {
-		ob, err := s.outboundTo(ctx, p, deadline)
+		ob, waited, err := s.outboundTo(ctx, p, deadline)
 		if err != nil {
 			return nil, singleLine(fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err))
 		}
-		resp, err := ob.roundTrip(ctx, env, frame, deadline)
+		if waited || attempt > 0 {
+			now = time.Now()
+		}
+		resp, err := ob.roundTrip(ctx, env, frame, deadline, now)
 		if err != nil {
 			if attempt == 0 && isRetryable(err) && ctx.Err() == nil {
 				s.log.Debug("retrying request on a new stream", "peer", p.String(), "type", env.Type, "err", err)
@@ -319,13 +340,15 @@ func (s *Service) send(ctx context.Context, p peer.ID, env *Envelope, deadline t
 // recorded as the peer's latency in the peerstore.
 func (s *Service) Ping(ctx context.Context, p peer.ID) (time.Duration, error) {
 	start := time.Now()
-	resp, err := s.Request(ctx, p, TypePing, nil)
+	resp, err := s.request(ctx, p, TypePing, nil, start)
 	rtt := time.Since(start)
 	if err != nil {
 		return 0, err
 	}
-	if resp.Type != TypePong {
-		return 0, fmt.Errorf("p2p: ping %s: %w: answered %q", p, ErrMalformed, resp.Type)
+	typ := resp.Type
+	resp.release() // nobody else sees a ping's response
+	if typ != TypePong {
+		return 0, fmt.Errorf("p2p: ping %s: %w: answered %q", p, ErrMalformed, typ)
 	}
 	s.lh.Peerstore().RecordLatency(p, rtt)
 	return rtt, nil
