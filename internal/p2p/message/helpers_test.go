@@ -2,15 +2,10 @@ package message
 
 import (
 	"context"
-	"crypto/rand"
-	"log/slog"
-	"os"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
@@ -22,9 +17,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
 )
 
-var loopback = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+// The shared helpers of internal/p2p/p2ptest, under the names these tests use.
+var (
+	loopback       = p2ptest.Loopback()
+	testLogger     = p2ptest.Logger
+	newKey         = p2ptest.NewKey
+	eventually     = p2ptest.Eventually
+	waitGoroutines = p2ptest.WaitGoroutines
+)
 
 // testNode is one real libp2p host on loopback running the service, with
 // its own registry. The host is a plain go-libp2p one with the node's
@@ -49,22 +52,6 @@ func withService(f func(*ServiceConfig)) nodeOpt {
 
 func listenOn(addrs []string) nodeOpt {
 	return func(c *nodeConfig) { c.listen = addrs }
-}
-
-func testLogger() *slog.Logger {
-	if os.Getenv("P2P_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-func newKey(tb testing.TB) crypto.PrivKey {
-	tb.Helper()
-	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return priv
 }
 
 func newTestNode(tb testing.TB, opts ...nodeOpt) *testNode {
@@ -173,35 +160,5 @@ func (n *testNode) assertDelta(tb testing.TB, before snapshot, want map[string]f
 		if _, ok := after[k]; !ok {
 			tb.Errorf("no series %s", k)
 		}
-	}
-}
-
-// eventually polls cond every 10ms until it holds or the deadline passes.
-func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// waitGoroutines waits for the goroutine count to return to at most limit.
-func waitGoroutines(tb testing.TB, limit int) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= limit {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			tb.Fatalf("goroutine leak: %d goroutines, want <= %d\n%s", n, limit, buf)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
