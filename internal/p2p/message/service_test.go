@@ -123,6 +123,17 @@ func TestRequestHandlersAndErrors(t *testing.T) {
 	}
 }
 
+// requestAsync sends a request of typ (no payload) from a to b in a
+// goroutine; its error arrives on the channel returned.
+func requestAsync(ctx context.Context, a, b *testNode, typ string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.svc.Request(ctx, b.h.ID(), typ, nil)
+		done <- err
+	}()
+	return done
+}
+
 func TestSlowHandlerDoesNotBlockPing(t *testing.T) {
 	a, b := newTestNode(t), newTestNode(t)
 	connect(t, a, b)
@@ -136,11 +147,7 @@ func TestSlowHandlerDoesNotBlockPing(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := a.svc.Request(ctx, b.h.ID(), TypeTaskRequest, nil)
-		done <- err
-	}()
+	done := requestAsync(ctx, a, b, TypeTaskRequest)
 	eventually(t, 5*time.Second, "the slow request to start", func() bool { return b.received(TypeTaskRequest) == 1 })
 	for range 10 {
 		if _, err := a.svc.Ping(ctx, b.h.ID()); err != nil {
@@ -204,11 +211,7 @@ func TestCloseDrainsInFlight(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := a.svc.Request(ctx, b.h.ID(), TypeTaskRequest, nil)
-		done <- err
-	}()
+	done := requestAsync(ctx, a, b, TypeTaskRequest)
 	<-started
 	if err := b.svc.Close(); err != nil {
 		t.Fatal(err)
