@@ -3,7 +3,6 @@ package p2p
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,15 +10,6 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
-)
-
-// The shared helpers of internal/p2p/p2ptest, under the names these tests use.
-var (
-	loopback       = p2ptest.Loopback()
-	testLogger     = p2ptest.Logger
-	newKey         = p2ptest.NewKey
-	eventually     = p2ptest.Eventually
-	waitGoroutines = p2ptest.WaitGoroutines
 )
 
 // testNode is one real node on loopback with its own registry.
@@ -39,12 +29,12 @@ func withHost(f func(*HostConfig)) nodeOpt {
 func newTestNode(tb testing.TB, opts ...nodeOpt) *testNode {
 	tb.Helper()
 	reg := prometheus.NewRegistry()
-	hc := HostConfig{ListenAddrs: loopback, Registerer: reg, Logger: testLogger(), UserAgent: "p2p-agent/test"}
+	hc := HostConfig{ListenAddrs: p2ptest.Loopback(), Registerer: reg, Logger: p2ptest.Logger(), UserAgent: "p2p-agent/test"}
 	sc := message.ServiceConfig{Logger: hc.Logger}
 	for _, o := range opts {
 		o(&hc, &sc)
 	}
-	h, err := NewHost(context.Background(), newKey(tb), hc)
+	h, err := NewHost(context.Background(), p2ptest.NewKey(tb), hc)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -63,9 +53,5 @@ func (n *testNode) info() peer.AddrInfo {
 
 func connect(tb testing.TB, a, b *testNode) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.svc.Connect(ctx, b.info()); err != nil {
-		tb.Fatal(err)
-	}
+	p2ptest.Connect(tb, a.svc.Connect, b.info())
 }

@@ -1,9 +1,7 @@
 package message
 
 import (
-	"context"
 	"testing"
-	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
@@ -18,15 +16,6 @@ import (
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
-)
-
-// The shared helpers of internal/p2p/p2ptest, under the names these tests use.
-var (
-	loopback       = p2ptest.Loopback()
-	testLogger     = p2ptest.Logger
-	newKey         = p2ptest.NewKey
-	eventually     = p2ptest.Eventually
-	waitGoroutines = p2ptest.WaitGoroutines
 )
 
 // testNode is one real libp2p host on loopback running the service, with
@@ -56,12 +45,12 @@ func listenOn(addrs []string) nodeOpt {
 
 func newTestNode(tb testing.TB, opts ...nodeOpt) *testNode {
 	tb.Helper()
-	c := nodeConfig{listen: loopback, sc: ServiceConfig{Logger: testLogger()}}
+	c := nodeConfig{listen: p2ptest.Loopback(), sc: ServiceConfig{Logger: p2ptest.Logger()}}
 	for _, o := range opts {
 		o(&c)
 	}
 	h, err := libp2p.New(
-		libp2p.Identity(newKey(tb)),
+		libp2p.Identity(p2ptest.NewKey(tb)),
 		libp2p.ListenAddrStrings(c.listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
@@ -90,11 +79,7 @@ func (n *testNode) info() peer.AddrInfo {
 
 func connect(tb testing.TB, a, b *testNode) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.svc.Connect(ctx, b.info()); err != nil {
-		tb.Fatal(err)
-	}
+	p2ptest.Connect(tb, a.svc.Connect, b.info())
 }
 
 func (n *testNode) sent(typ string) float64 { return testutil.ToFloat64(n.m.Sent.WithLabelValues(typ)) }

@@ -1,10 +1,12 @@
 // Package p2ptest holds the helpers the tests of the p2p packages share:
-// loopback listen addresses, a quiet logger, fresh identities and polling
-// for a condition or for goroutines to drain. It imports only the standard
-// library and libp2p's crypto, so any test may use it.
+// loopback listen addresses, a quiet logger, fresh identities, a timed
+// connect and polling for a condition or for goroutines to drain. It
+// imports only the standard library and libp2p's core types, so any test
+// may use it (package message's own tests included).
 package p2ptest
 
 import (
+	"context"
 	"crypto/rand"
 	"log/slog"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Loopback returns the listen addresses of a test node: TCP and QUIC on
@@ -38,6 +41,17 @@ func NewKey(tb testing.TB) crypto.PrivKey {
 		tb.Fatal(err)
 	}
 	return priv
+}
+
+// Connect has connect (a message service's Connect, say) dial ai within
+// 10s, failing tb if it cannot.
+func Connect(tb testing.TB, connect func(context.Context, peer.AddrInfo) error, ai peer.AddrInfo) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := connect(ctx, ai); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // Eventually polls cond every 10ms until it holds or d passes, then fails
