@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
@@ -44,6 +45,26 @@ func procStatusBytes(t *testing.T, pid int, field string) int64 {
 	return 0
 }
 
+// dialRaw connects a raw libp2p host (go-libp2p defaults, TCP on loopback,
+// none of the node's code) to node n within ctx and returns it with the
+// node's peer ID. The host is closed when the test ends.
+func dialRaw(ctx context.Context, t *testing.T, n *testenv.Node) (host.Host, peer.ID) {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	ai, err := peer.AddrInfoFromString(n.FullAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Connect(ctx, *ai); err != nil {
+		t.Fatal(err)
+	}
+	return h, ai.ID
+}
+
 // TestHostilePeerBoundedMemory connects a real libp2p host to the built
 // binary and sends it 16 streams x 64 task.request frames at once whose
 // outputs are huge (text.embed at the largest dim, text.chunk with a tiny
@@ -56,20 +77,9 @@ func TestHostilePeerBoundedMemory(t *testing.T) {
 	pid := n.PID()
 	idle := rssBytes(t, pid)
 
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	ai, err := peer.AddrInfoFromString(n.FullAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	if err := h.Connect(ctx, *ai); err != nil {
-		t.Fatal(err)
-	}
+	h, id := dialRaw(ctx, t, n)
 	client := &http.Client{Timeout: 5 * time.Second}
 	before, _ := testenv.Scrape(t, client, n.MetricsURL)
 
@@ -108,7 +118,7 @@ func TestHostilePeerBoundedMemory(t *testing.T) {
 	}()
 	for s := range streams {
 		wg.Go(func() {
-			st, err := h.NewStream(ctx, ai.ID, protocol.ID(message.ProtocolID))
+			st, err := h.NewStream(ctx, id, protocol.ID(message.ProtocolID))
 			if err != nil {
 				t.Error(err)
 				return

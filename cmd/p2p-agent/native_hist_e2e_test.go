@@ -16,6 +16,19 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
 )
 
+// scrapeNode starts a real Prometheus, with flags, that scrapes the
+// /metrics of node n every 500ms as job "node".
+func scrapeNode(t *testing.T, n *testenv.Node, flags ...string) *testenv.Prometheus {
+	t.Helper()
+	return testenv.StartPrometheusWithFlags(t, fmt.Sprintf(`global:
+  scrape_interval: 500ms
+scrape_configs:
+  - job_name: node
+    static_configs:
+      - targets: [%q]
+`, strings.TrimPrefix(n.MetricsBase(), "http://")), flags...)
+}
+
 // TestNativeHistograms drives real storage operations through the built
 // binary's API and checks the three sides of the duration histograms: the
 // text exposition shows only the classic buckets; the protobuf exposition
@@ -97,14 +110,7 @@ func TestNativeHistograms(t *testing.T) {
 	}
 
 	// A real Prometheus with native histograms.
-	target := strings.TrimPrefix(n.MetricsBase(), "http://")
-	p := testenv.StartPrometheusWithFlags(t, fmt.Sprintf(`global:
-  scrape_interval: 500ms
-scrape_configs:
-  - job_name: node
-    static_configs:
-      - targets: [%q]
-`, target), "--enable-feature=native-histograms")
+	p := scrapeNode(t, n, "--enable-feature=native-histograms")
 	sel := `storage_operation_duration_seconds{operation="get",backend="local"}`
 	testenv.Eventually(t, 30*time.Second, func() error {
 		v, err := p.QueryVector("histogram_count(" + sel + ")")

@@ -10,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/fleet"
@@ -29,26 +27,15 @@ func TestStrangerCannotForceTracing(t *testing.T) {
 	testenv.SkipIfShort(t, "starts the binary")
 	n := testenv.StartNode(t, testenv.NodeOptions{})
 	idle := rssBytes(t, n.PID())
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	ai, err := peer.AddrInfoFromString(n.FullAddr())
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := h.Connect(ctx, *ai); err != nil {
-		t.Fatal(err)
-	}
+	h, id := dialRaw(ctx, t, n)
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	start := time.Now()
 	var wg sync.WaitGroup
 	for s := range 8 {
 		wg.Go(func() {
-			st, err := h.NewStream(ctx, ai.ID, protocol.ID(message.ProtocolID))
+			st, err := h.NewStream(ctx, id, protocol.ID(message.ProtocolID))
 			if err != nil {
 				t.Error(err)
 				return
@@ -69,7 +56,7 @@ func TestStrangerCannotForceTracing(t *testing.T) {
 	}
 	answered := 0
 	for range 200 {
-		st, err := h.NewStream(ctx, ai.ID, fleet.ProtocolID)
+		st, err := h.NewStream(ctx, id, fleet.ProtocolID)
 		if err != nil {
 			continue
 		}

@@ -219,13 +219,7 @@ func TestExemplars(t *testing.T) {
 		}
 	}
 
-	p := testenv.StartPrometheusWithFlags(t, fmt.Sprintf(`global:
-  scrape_interval: 500ms
-scrape_configs:
-  - job_name: node
-    static_configs:
-      - targets: [%q]
-`, strings.TrimPrefix(n.MetricsBase(), "http://")), "--enable-feature=exemplar-storage")
+	p := scrapeNode(t, n, "--enable-feature=exemplar-storage")
 	testenv.Eventually(t, 30*time.Second, func() error {
 		ex, err := p.QueryExemplars(`task_duration_seconds_bucket{type="text.chunk"}`)
 		if err != nil {

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
 )
 
 var updateDocs = flag.Bool("update", false, "rewrite the key table in docs/configuration.md")
@@ -110,7 +112,7 @@ func TestDocsExamples(t *testing.T) {
 
 	// The web configs name node.crt and node.key next to them.
 	webDir := t.TempDir()
-	writeCert(t, webDir, "node.crt", "node.key")
+	testenv.WriteSelfSigned(t, webDir, "node.crt", "node.key")
 	paths := map[string]string{}
 	for _, w := range webConfigs {
 		p := filepath.Join(webDir, w.name)

@@ -22,8 +22,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
-	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 )
 
@@ -200,24 +200,6 @@ func (a *Answer) validate() error {
 	return nil
 }
 
-// hintAddrInfo turns a validated hint into something to dial; addresses
-// that do not parse, or that name a peer (which would be dialled as that
-// peer), are dropped.
-func hintAddrInfo(h Hint) (peer.AddrInfo, bool) {
-	id, err := peer.Decode(h.ID)
-	if err != nil {
-		return peer.AddrInfo{}, false
-	}
-	ai := peer.AddrInfo{ID: id}
-	for _, s := range h.Addrs {
-		a, err := ma.NewMultiaddr(s)
-		if err != nil {
-			continue
-		}
-		if _, last := ma.SplitLast(a); last != nil && last.Code() == ma.P_P2P {
-			continue
-		}
-		ai.Addrs = append(ai.Addrs, a)
-	}
-	return ai, len(ai.Addrs) > 0
-}
+// hintAddrInfo turns a validated hint into something to dial (addresses
+// that do not parse, or that name a peer, are dropped: see p2p.DialHint).
+func hintAddrInfo(h Hint) (peer.AddrInfo, bool) { return p2p.DialHint(h.ID, h.Addrs) }

@@ -4,8 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -30,15 +28,7 @@ func cpuTime(t *testing.T) time.Duration {
 // so they cost well under a CPU-second; the right password still works.
 func TestWrongPasswordsAreLimitedBeforeBcrypt(t *testing.T) {
 	p := newPKI(t)
-	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.DefaultCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	webCfg := filepath.Join(p.dir, "web.yml")
-	content := fmt.Sprintf("tls_server_config:\n  cert_file: %s\n  key_file: %s\nbasic_auth_users:\n  prometheus: %s\n", p.certFile, p.keyFile, hash)
-	if err := os.WriteFile(webCfg, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	webCfg := writeWebConfig(t, p.dir, p.tlsServerConfig()+basicAuthUsers(t, "prometheus", "s3cret", bcrypt.DefaultCost))
 	// A slow refill (one token per 100s) makes the counts exact: the burst of
 	// 5 tokens, one spent on the right password, leaves 4 bcrypt checks.
 	srv := startServer(t, metrics.ServerConfig{WebConfigFile: webCfg, AuthFailureRate: 0.01}, nil)

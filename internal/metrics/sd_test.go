@@ -2,10 +2,7 @@ package metrics_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"net/http"
-	"os"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -38,14 +35,7 @@ func TestSDGroups(t *testing.T) {
 // TestSDBehindBasicAuth: /sd is served by the same listener, behind the
 // same basic auth as /metrics; the source sees the request's Host.
 func TestSDBehindBasicAuth(t *testing.T) {
-	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	webCfg := filepath.Join(t.TempDir(), "web.yml")
-	if err := os.WriteFile(webCfg, []byte(fmt.Sprintf("basic_auth_users:\n  scraper: %s\n", hash)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	webCfg := writeWebConfig(t, t.TempDir(), basicAuthUsers(t, "scraper", "pw", bcrypt.MinCost))
 	srv := startServer(t, metrics.ServerConfig{WebConfigFile: webCfg, SD: func(r *http.Request) []metrics.SDTarget {
 		return []metrics.SDTarget{{PeerID: "self", Node: "n", Version: "v", URL: "http://" + r.Host + "/metrics"}}
 	}}, nil)

@@ -244,17 +244,36 @@ func newPKI(t *testing.T) *pki {
 	return p
 }
 
-func TestTLSAndBasicAuth(t *testing.T) {
-	p := newPKI(t)
-	hash, err := bcrypt.GenerateFromPassword([]byte("s3cret"), bcrypt.MinCost)
+// tlsServerConfig is the tls_server_config block of a web config serving
+// p's server certificate.
+func (p *pki) tlsServerConfig() string {
+	return fmt.Sprintf("tls_server_config:\n  cert_file: %s\n  key_file: %s\n", p.certFile, p.keyFile)
+}
+
+// basicAuthUsers is the basic_auth_users block of a web config with one
+// user, whose password is hashed by bcrypt at cost.
+func basicAuthUsers(t *testing.T, user, password string, cost int) string {
+	t.Helper()
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), cost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	webCfg := filepath.Join(p.dir, "web.yml")
-	content := fmt.Sprintf("tls_server_config:\n  cert_file: %s\n  key_file: %s\nbasic_auth_users:\n  prometheus: %s\n", p.certFile, p.keyFile, hash)
+	return fmt.Sprintf("basic_auth_users:\n  %s: %s\n", user, hash)
+}
+
+// writeWebConfig writes content as web.yml in dir and returns its path.
+func writeWebConfig(t *testing.T, dir, content string) string {
+	t.Helper()
+	webCfg := filepath.Join(dir, "web.yml")
 	if err := os.WriteFile(webCfg, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return webCfg
+}
+
+func TestTLSAndBasicAuth(t *testing.T) {
+	p := newPKI(t)
+	webCfg := writeWebConfig(t, p.dir, p.tlsServerConfig()+basicAuthUsers(t, "prometheus", "s3cret", bcrypt.MinCost))
 	srv := startServer(t, metrics.ServerConfig{WebConfigFile: webCfg}, nil)
 	url := "https://" + srv.Addr().String() + "/metrics"
 	if !strings.HasPrefix(srv.URL(), "https://") {
@@ -301,11 +320,7 @@ func TestTLSAndBasicAuth(t *testing.T) {
 
 func TestMutualTLS(t *testing.T) {
 	p := newPKI(t)
-	webCfg := filepath.Join(p.dir, "web.yml")
-	content := fmt.Sprintf("tls_server_config:\n  cert_file: %s\n  key_file: %s\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: %s\n", p.certFile, p.keyFile, p.caFile)
-	if err := os.WriteFile(webCfg, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	webCfg := writeWebConfig(t, p.dir, p.tlsServerConfig()+"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: "+p.caFile+"\n")
 	srv := startServer(t, metrics.ServerConfig{WebConfigFile: webCfg}, nil)
 	url := "https://" + srv.Addr().String() + "/metrics"
 
@@ -326,10 +341,7 @@ func TestMutualTLS(t *testing.T) {
 }
 
 func TestBadWebConfigFailsStart(t *testing.T) {
-	webCfg := filepath.Join(t.TempDir(), "web.yml")
-	if err := os.WriteFile(webCfg, []byte("tls_server_config:\n  cert_file: /nonexistent.pem\n  key_file: /nonexistent-key.pem\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	webCfg := writeWebConfig(t, t.TempDir(), "tls_server_config:\n  cert_file: /nonexistent.pem\n  key_file: /nonexistent-key.pem\n")
 	reg := metrics.NewRegistry("test", "x")
 	srv := metrics.NewServer(reg, nil, metrics.ServerConfig{Listen: "127.0.0.1:0", WebConfigFile: webCfg})
 	if err := srv.Start(); err == nil {
@@ -363,14 +375,7 @@ func TestLabelValuesFromClosedSets(t *testing.T) {
 }
 
 func TestBasicAuthWithoutTLS(t *testing.T) {
-	hash, err := bcrypt.GenerateFromPassword([]byte("pw"), bcrypt.MinCost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	webCfg := filepath.Join(t.TempDir(), "web.yml")
-	if err := os.WriteFile(webCfg, []byte(fmt.Sprintf("basic_auth_users:\n  scraper: %s\n", hash)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	webCfg := writeWebConfig(t, t.TempDir(), basicAuthUsers(t, "scraper", "pw", bcrypt.MinCost))
 	srv := startServer(t, metrics.ServerConfig{WebConfigFile: webCfg}, nil)
 	if !strings.HasPrefix(srv.URL(), "http://") {
 		t.Fatalf("URL() = %s, want http:// (no TLS configured)", srv.URL())

@@ -41,34 +41,29 @@ func TakeSnapshot(g prometheus.Gatherer) (Snapshot, error) {
 	}
 	s := Snapshot{Time: time.Now().UTC()}
 	for _, f := range fams {
-		switch f.GetName() {
-		case "messages_received_total":
-			s.MessagesReceived = sum(f)
-		case "messages_sent_total":
-			s.MessagesSent = sum(f)
-		case "message_processing_errors_total":
-			s.MessageErrors = sum(f)
-		case "message_processing_duration_seconds":
+		if field, ok := summed[f.GetName()]; ok {
+			*field(&s) = sum(f)
+		} else if f.GetName() == "message_processing_duration_seconds" {
 			s.MessageBounds, s.MessageBuckets = buckets(f)
-		case "storage_operations_total":
-			s.StorageOps = sum(f)
-		case "storage_operation_errors_total":
-			s.StorageErrors = sum(f)
-		case "tasks_running":
-			s.TasksRunning = sum(f)
-		case "tasks_queued":
-			s.TasksQueued = sum(f)
-		case "tasks_total":
-			s.TasksTotal = sum(f)
-		case "process_cpu_seconds_total":
-			s.CPUSeconds = sum(f)
-		case "process_resident_memory_bytes":
-			s.ResidentBytes = sum(f)
-		case "agent_peers_connected":
-			s.PeersConnected = sum(f)
 		}
 	}
 	return s, nil
+}
+
+// summed names the families a Snapshot holds the sum of, and its field for
+// each.
+var summed = map[string]func(*Snapshot) *float64{
+	"messages_received_total":         func(s *Snapshot) *float64 { return &s.MessagesReceived },
+	"messages_sent_total":             func(s *Snapshot) *float64 { return &s.MessagesSent },
+	"message_processing_errors_total": func(s *Snapshot) *float64 { return &s.MessageErrors },
+	"storage_operations_total":        func(s *Snapshot) *float64 { return &s.StorageOps },
+	"storage_operation_errors_total":  func(s *Snapshot) *float64 { return &s.StorageErrors },
+	"tasks_running":                   func(s *Snapshot) *float64 { return &s.TasksRunning },
+	"tasks_queued":                    func(s *Snapshot) *float64 { return &s.TasksQueued },
+	"tasks_total":                     func(s *Snapshot) *float64 { return &s.TasksTotal },
+	"process_cpu_seconds_total":       func(s *Snapshot) *float64 { return &s.CPUSeconds },
+	"process_resident_memory_bytes":   func(s *Snapshot) *float64 { return &s.ResidentBytes },
+	"agent_peers_connected":           func(s *Snapshot) *float64 { return &s.PeersConnected },
 }
 
 func sum(f *dto.MetricFamily) float64 {

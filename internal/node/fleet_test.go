@@ -2,17 +2,10 @@ package node_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -108,7 +101,7 @@ func sdOf(t *testing.T, c *http.Client, url string) (map[string]metrics.SDGroup,
 // peer told it, and itself at the host the request reached it by.
 func TestAdvertisedMetricsURL(t *testing.T) {
 	dir := t.TempDir()
-	writeSelfSigned(t, dir)
+	testenv.WriteSelfSigned(t, dir, "c.pem", "k.pem")
 	webCfg := filepath.Join(dir, "web.yml")
 	if err := os.WriteFile(webCfg, []byte("tls_server_config:\n  cert_file: "+filepath.Join(dir, "c.pem")+"\n  key_file: "+filepath.Join(dir, "k.pem")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -150,33 +143,4 @@ func TestAdvertisedMetricsURL(t *testing.T) {
 		}
 		return nil
 	})
-}
-
-// writeSelfSigned writes c.pem and k.pem, a self-signed certificate for
-// 127.0.0.1 and localhost, into dir.
-func writeSelfSigned(t *testing.T, dir string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "c.pem"), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "k.pem"), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		t.Fatal(err)
-	}
 }

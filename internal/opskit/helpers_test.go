@@ -47,6 +47,15 @@ func runPromtool(t testing.TB, dir string, args ...string) string {
 	return string(out)
 }
 
+// promtoolSays runs promtool with args in dir (see runPromtool) and fails
+// the test unless its output contains want.
+func promtoolSays(t testing.TB, dir, want string, args ...string) {
+	t.Helper()
+	if out := runPromtool(t, dir, args...); !strings.Contains(out, want) {
+		t.Fatalf("unexpected promtool output:\n%s", out)
+	}
+}
+
 // checkPromQL has promtool parse every expression (as a recording rule of a
 // throwaway rule file) and fails the test naming each one it rejects.
 func checkPromQL(t *testing.T, what string, exprs []string) {

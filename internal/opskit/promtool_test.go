@@ -13,10 +13,7 @@ import (
 // it loads and the file_sd target files its globs match.
 func TestPromtoolCheckConfig(t *testing.T) {
 	dir := repoPath(t, "deploy/prometheus")
-	out := runPromtool(t, dir, "check", "config", "prometheus.yml")
-	if !strings.Contains(out, "SUCCESS: prometheus.yml is valid") {
-		t.Fatalf("unexpected promtool output:\n%s", out)
-	}
+	promtoolSays(t, dir, "SUCCESS: prometheus.yml is valid", "check", "config", "prometheus.yml")
 }
 
 // TestPromtoolCheckSDConfig validates the http_sd_configs variant, and
@@ -24,10 +21,7 @@ func TestPromtoolCheckConfig(t *testing.T) {
 // the rules and the dashboard select on.
 func TestPromtoolCheckSDConfig(t *testing.T) {
 	dir := repoPath(t, "deploy/prometheus")
-	out := runPromtool(t, dir, "check", "config", "prometheus-sd.yml")
-	if !strings.Contains(out, "SUCCESS: prometheus-sd.yml is valid") {
-		t.Fatalf("unexpected promtool output:\n%s", out)
-	}
+	promtoolSays(t, dir, "SUCCESS: prometheus-sd.yml is valid", "check", "config", "prometheus-sd.yml")
 	data, err := os.ReadFile(filepath.Join(dir, "prometheus-sd.yml"))
 	if err != nil {
 		t.Fatal(err)
@@ -65,17 +59,11 @@ func TestPromtoolCheckSDConfig(t *testing.T) {
 // TestPromtoolCheckRules validates the rule file on its own.
 func TestPromtoolCheckRules(t *testing.T) {
 	dir := repoPath(t, "deploy/prometheus")
-	out := runPromtool(t, dir, "check", "rules", "alerts.yml")
-	if !strings.Contains(out, "SUCCESS") {
-		t.Fatalf("unexpected promtool output:\n%s", out)
-	}
+	promtoolSays(t, dir, "SUCCESS", "check", "rules", "alerts.yml")
 }
 
 // TestPromtoolTestRules runs the rule unit tests of alerts_test.yml.
 func TestPromtoolTestRules(t *testing.T) {
 	dir := repoPath(t, "deploy/prometheus")
-	out := runPromtool(t, dir, "test", "rules", "alerts_test.yml")
-	if !strings.Contains(out, "SUCCESS") {
-		t.Fatalf("unexpected promtool output:\n%s", out)
-	}
+	promtoolSays(t, dir, "SUCCESS", "test", "rules", "alerts_test.yml")
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
 )
 
 const benchEchoProtocol = protocol.ID("/p2p-ai-agents/bench-echo/1.0.0")
@@ -156,21 +157,21 @@ func BenchmarkFullMesh(b *testing.B) {
 	var total, worst time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		opts := func(c *HostConfig) { c.ListenAddrs = loopback; c.Logger = testLogger() }
+		opts := func(c *HostConfig) { c.ListenAddrs = p2ptest.Loopback(); c.Logger = p2ptest.Logger() }
 		hc := HostConfig{}
 		opts(&hc)
-		a, err := NewHost(context.Background(), newKey(b), hc)
+		a, err := NewHost(context.Background(), p2ptest.NewKey(b), hc)
 		if err != nil {
 			b.Fatal(err)
 		}
 		hc.Bootstrap = a.Addrs()[:1]
 		b.StartTimer()
 		start := time.Now()
-		bh, err := NewHost(context.Background(), newKey(b), hc)
+		bh, err := NewHost(context.Background(), p2ptest.NewKey(b), hc)
 		if err != nil {
 			b.Fatal(err)
 		}
-		ch, err := NewHost(context.Background(), newKey(b), hc)
+		ch, err := NewHost(context.Background(), p2ptest.NewKey(b), hc)
 		if err != nil {
 			b.Fatal(err)
 		}

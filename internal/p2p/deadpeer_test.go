@@ -11,6 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
 )
 
 var quicOnly = []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
@@ -146,12 +148,12 @@ func TestQUICDeadPeerDetected(t *testing.T) {
 		{"B (listener)", b, a.h.ID(), quicMinRemoteIdleTimeout, quicMinRemoteIdleTimeout / 2, bConns},
 	} {
 		bound := side.idle + side.keep + margin
-		eventually(t, bound-time.Since(dropped), side.name+" to drop its vanished peer", side.conns[0].IsClosed)
+		p2ptest.Eventually(t, bound-time.Since(dropped), side.name+" to drop its vanished peer", side.conns[0].IsClosed)
 		took := time.Since(dropped)
 		t.Logf("%s dropped its vanished peer after %v (idle timeout %v)", side.name, took.Round(time.Millisecond), side.idle)
 		if took < side.idle-100*time.Millisecond {
 			t.Errorf("%s dropped its peer after %v, before the idle timeout %v", side.name, took, side.idle)
 		}
-		eventually(t, time.Second, side.name+" to count no peer", func() bool { return side.n.h.ConnectedPeers() == 0 })
+		p2ptest.Eventually(t, time.Second, side.name+" to count no peer", func() bool { return side.n.h.ConnectedPeers() == 0 })
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
 )
 
 func TestFullMeshFromOneBootstrapPeer(t *testing.T) {
@@ -20,7 +21,7 @@ func TestFullMeshFromOneBootstrapPeer(t *testing.T) {
 	b := newTestNode(t, withHost(func(c *HostConfig) { c.Bootstrap = a.h.Addrs()[:1] }))
 	c := newTestNode(t, withHost(func(c *HostConfig) { c.Bootstrap = a.h.Addrs()[:1] }))
 	nodes := []*testNode{a, b, c}
-	eventually(t, 10*time.Second, "a full mesh", func() bool {
+	p2ptest.Eventually(t, 10*time.Second, "a full mesh", func() bool {
 		for _, n := range nodes {
 			if n.h.ConnectedPeers() != 2 {
 				return false
@@ -52,7 +53,7 @@ func TestFullMeshFromOneBootstrapPeer(t *testing.T) {
 	// Closing a node drops it from the others' counts.
 	_ = c.svc.Close()
 	_ = c.h.Close()
-	eventually(t, 10*time.Second, "the others to notice C left", func() bool {
+	p2ptest.Eventually(t, 10*time.Second, "the others to notice C left", func() bool {
 		return a.h.ConnectedPeers() == 1 && b.h.ConnectedPeers() == 1
 	})
 }
@@ -63,13 +64,13 @@ func TestBootstrapPeerRedialledWhenLost(t *testing.T) {
 		c.Bootstrap = a.h.Addrs()
 		c.BootstrapBackoffMin = 50 * time.Millisecond
 	}))
-	eventually(t, 10*time.Second, "B to reach its bootstrap peer", func() bool { return b.h.ConnectedPeers() == 1 })
+	p2ptest.Eventually(t, 10*time.Second, "B to reach its bootstrap peer", func() bool { return b.h.ConnectedPeers() == 1 })
 	for range 2 {
 		if err := a.h.Libp2p().Network().ClosePeer(b.h.ID()); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 5*time.Second, "the connection to drop", func() bool { return a.h.ConnectedPeers() == 0 || b.h.ConnectedPeers() == 0 })
-		eventually(t, 10*time.Second, "B to redial", func() bool {
+		p2ptest.Eventually(t, 5*time.Second, "the connection to drop", func() bool { return a.h.ConnectedPeers() == 0 || b.h.ConnectedPeers() == 0 })
+		p2ptest.Eventually(t, 10*time.Second, "B to redial", func() bool {
 			return a.h.ConnectedPeers() == 1 && b.h.ConnectedPeers() == 1
 		})
 	}
@@ -78,7 +79,7 @@ func TestBootstrapPeerRedialledWhenLost(t *testing.T) {
 func TestBootstrapBackoffWhileDown(t *testing.T) {
 	// A bootstrap peer that is not up yet: B keeps trying and connects
 	// once it is.
-	priv := newKey(t)
+	priv := p2ptest.NewKey(t)
 	id, _ := peer.IDFromPrivateKey(priv)
 	probe := newTestNode(t) // find a free port by letting a node pick one, then reuse it
 	port := probe.h.Libp2p().Addrs()[0]
@@ -95,12 +96,12 @@ func TestBootstrapBackoffWhileDown(t *testing.T) {
 	if b.h.ConnectedPeers() != 0 {
 		t.Fatal("connected to a peer that is down")
 	}
-	a, err := NewHost(context.Background(), priv, HostConfig{ListenAddrs: []string{port.String()}, Logger: testLogger()})
+	a, err := NewHost(context.Background(), priv, HostConfig{ListenAddrs: []string{port.String()}, Logger: p2ptest.Logger()})
 	if err != nil {
 		t.Skipf("port taken meanwhile: %v", err)
 	}
 	defer a.Close()
-	eventually(t, 10*time.Second, "B to connect once the bootstrap peer is up", func() bool { return b.h.ConnectedPeers() == 1 })
+	p2ptest.Eventually(t, 10*time.Second, "B to connect once the bootstrap peer is up", func() bool { return b.h.ConnectedPeers() == 1 })
 }
 
 func TestCapabilities(t *testing.T) {
@@ -113,7 +114,7 @@ func TestCapabilities(t *testing.T) {
 	if err := a.h.Advertise("Bad/Name"); err == nil {
 		t.Error("invalid capability accepted")
 	}
-	eventually(t, 5*time.Second, "identify to reach B", func() bool {
+	p2ptest.Eventually(t, 5*time.Second, "identify to reach B", func() bool {
 		return slices.Equal(b.h.PeerCapabilities(a.h.ID()), []string{"text.chunk", "text.embed"})
 	})
 	if got := b.h.PeersOffering("text.chunk"); !slices.Equal(got, []peer.ID{a.h.ID()}) {
@@ -126,19 +127,19 @@ func TestCapabilities(t *testing.T) {
 		t.Errorf("Capabilities = %v", got)
 	}
 	a.h.Withdraw("text.embed")
-	eventually(t, 5*time.Second, "withdrawal to reach B", func() bool {
+	p2ptest.Eventually(t, 5*time.Second, "withdrawal to reach B", func() bool {
 		return slices.Equal(b.h.PeerCapabilities(a.h.ID()), []string{"text.chunk"})
 	})
 	// A new peer learns them through identify.
 	c := newTestNode(t)
 	connect(t, c, a)
-	eventually(t, 5*time.Second, "identify to reach C", func() bool {
+	p2ptest.Eventually(t, 5*time.Second, "identify to reach C", func() bool {
 		return slices.Equal(c.h.PeerCapabilities(a.h.ID()), []string{"text.chunk"})
 	})
 }
 
 func TestParsePeer(t *testing.T) {
-	id, _ := peer.IDFromPrivateKey(newKey(t))
+	id, _ := peer.IDFromPrivateKey(p2ptest.NewKey(t))
 	for _, tc := range []struct {
 		in      string
 		ok      bool
@@ -170,7 +171,7 @@ func TestParsePeer(t *testing.T) {
 			t.Errorf("ParsePeer(%q) = %v", tc.in, ai)
 		}
 	}
-	if _, err := NewHost(context.Background(), newKey(t), HostConfig{ListenAddrs: loopback, Bootstrap: []string{id.String()}}); !errors.Is(err, ErrBadPeer) {
+	if _, err := NewHost(context.Background(), p2ptest.NewKey(t), HostConfig{ListenAddrs: p2ptest.Loopback(), Bootstrap: []string{id.String()}}); !errors.Is(err, ErrBadPeer) {
 		t.Errorf("bootstrap peer without address: %v, want ErrBadPeer", err)
 	}
 }
@@ -195,7 +196,7 @@ func TestLibp2pMetricsOnOwnRegistry(t *testing.T) {
 		}
 	}
 	// A host without a registerer still works (metrics disabled).
-	h, err := NewHost(context.Background(), newKey(t), HostConfig{ListenAddrs: loopback, Logger: testLogger()})
+	h, err := NewHost(context.Background(), p2ptest.NewKey(t), HostConfig{ListenAddrs: p2ptest.Loopback(), Logger: p2ptest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +235,7 @@ func TestNoGoroutinesLeftAfterClose(t *testing.T) {
 	a := newTestNode(t)
 	b := newTestNode(t, withHost(func(c *HostConfig) { c.Bootstrap = a.h.Addrs() }))
 	// Both sides: a registers the inbound connection a moment after b.
-	eventually(t, 10*time.Second, "bootstrap", func() bool { return b.h.ConnectedPeers() == 1 && a.h.ConnectedPeers() == 1 })
+	p2ptest.Eventually(t, 10*time.Second, "bootstrap", func() bool { return b.h.ConnectedPeers() == 1 && a.h.ConnectedPeers() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	b.svc.Handle(message.TypeTaskRequest, func(ctx context.Context, _ peer.ID, req *message.Envelope) (*message.Envelope, error) {
@@ -256,14 +257,14 @@ func TestNoGoroutinesLeftAfterClose(t *testing.T) {
 		_ = n.svc.Close()
 		_ = n.h.Close()
 	}
-	waitGoroutines(t, baseline)
+	p2ptest.WaitGoroutines(t, baseline)
 }
 
 func TestInvalidCapabilityInConfigFailsNewHost(t *testing.T) {
-	_, err := NewHost(context.Background(), newKey(t), HostConfig{
-		ListenAddrs:  loopback,
+	_, err := NewHost(context.Background(), p2ptest.NewKey(t), HostConfig{
+		ListenAddrs:  p2ptest.Loopback(),
 		Capabilities: []string{"Bad/Name"},
-		Logger:       testLogger(),
+		Logger:       p2ptest.Logger(),
 	})
 	if err == nil {
 		t.Fatal("NewHost accepted an invalid capability")

@@ -41,6 +41,30 @@ func ParsePeer(s string) (peer.AddrInfo, error) {
 	return *ai, nil
 }
 
+// DialHint turns a peer ID and addresses that another peer gave for it
+// (peer exchange, the info protocol's dial hints) into something to dial.
+// Addresses that do not parse, or that name a peer (they would be dialled
+// as id), are dropped; ok is false when id does not decode or no address
+// is left.
+func DialHint(id string, addrs []string) (ai peer.AddrInfo, ok bool) {
+	pid, err := peer.Decode(id)
+	if err != nil {
+		return peer.AddrInfo{}, false
+	}
+	ai.ID = pid
+	for _, s := range addrs {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			continue
+		}
+		if _, last := ma.SplitLast(a); last != nil && last.Code() == ma.P_P2P {
+			continue
+		}
+		ai.Addrs = append(ai.Addrs, a)
+	}
+	return ai, len(ai.Addrs) > 0
+}
+
 // Resolve turns target, a peer ID or a full multiaddr ending in
 // /p2p/<ID> (see ParsePeer), into the peer to talk to. Given a multiaddr,
 // it connects to it first (force-direct: the swarm's dial backoff is

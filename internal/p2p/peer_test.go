@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
 )
 
 // TestResolve: a full multiaddr is connected to, a bare ID or this host's
@@ -59,7 +60,7 @@ func TestResolve(t *testing.T) {
 	}
 	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 	l.Close()
-	ghost, err := peer.IDFromPrivateKey(newKey(t))
+	ghost, err := peer.IDFromPrivateKey(p2ptest.NewKey(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/protocol/identify"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 )
@@ -179,23 +178,7 @@ func (h *Host) requestPeers(p peer.ID) ([]peer.AddrInfo, error) {
 	}
 	out := make([]peer.AddrInfo, 0, min(len(msg.Peers), pexMaxPeers))
 	for _, pp := range msg.Peers[:min(len(msg.Peers), pexMaxPeers)] {
-		id, err := peer.Decode(pp.ID)
-		if err != nil {
-			continue
-		}
-		ai := peer.AddrInfo{ID: id}
-		for _, s := range pp.Addrs[:min(len(pp.Addrs), pexMaxAddrs)] {
-			a, err := ma.NewMultiaddr(s)
-			if err != nil {
-				continue
-			}
-			// An address naming another peer would be dialled as id: drop it.
-			if _, last := ma.SplitLast(a); last != nil && last.Code() == ma.P_P2P {
-				continue
-			}
-			ai.Addrs = append(ai.Addrs, a)
-		}
-		if len(ai.Addrs) > 0 {
+		if ai, ok := DialHint(pp.ID, pp.Addrs[:min(len(pp.Addrs), pexMaxAddrs)]); ok {
 			out = append(out, ai)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
 )
 
 // TestPeerExchangeWireFormat pins the peer-exchange frame to what nodes
@@ -26,7 +27,7 @@ func TestPeerExchangeWireFormat(t *testing.T) {
 	connect(t, c, a)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	eventually(t, 5*time.Second, "A to identify B and C as agents", func() bool {
+	p2ptest.Eventually(t, 5*time.Second, "A to identify B and C as agents", func() bool {
 		n := 0
 		for _, p := range []*testNode{b, c} {
 			if ok, _ := a.h.Libp2p().Peerstore().SupportsProtocols(p.h.ID(), PeerExchangeProtocolID); len(ok) > 0 {

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage/local"
 	"github.com/p2p-ai-agents/p2p-agent/internal/task"
@@ -161,7 +162,7 @@ func TestRemoteBadInputIsNotRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rec task.Record
-	eventually(t, 20*time.Second, "the task to end", func() bool {
+	p2ptest.Eventually(t, 20*time.Second, "the task to end", func() bool {
 		rec, err = e.Get(ctx, sub.ID)
 		return err == nil && rec.State.Final()
 	})

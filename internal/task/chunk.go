@@ -131,10 +131,14 @@ func estimateChunks(n, size, overlap int) int {
 	return 1 + (n-size+size-overlap-1)/(size-overlap)
 }
 
-// window applies the defaults of the optional window parameters shared by
-// text.chunk and index.add: size 256; overlap 32, or size/8 when that is
-// smaller, so that a small size given alone is valid.
-func window(sizeIn, overlapIn *int) (size, overlap int) {
+// window checks that the text of a text.chunk or index.add request is
+// given and applies the defaults of the optional window parameters they
+// share: size 256; overlap 32, or size/8 when that is smaller, so that a
+// small size given alone is valid.
+func window(text *string, sizeIn, overlapIn *int) (size, overlap int, err error) {
+	if text == nil {
+		return 0, 0, fmt.Errorf("%w: text is required", ErrBadInput)
+	}
 	size = DefaultChunkSize
 	if sizeIn != nil {
 		size = *sizeIn
@@ -143,7 +147,17 @@ func window(sizeIn, overlapIn *int) (size, overlap int) {
 	if overlapIn != nil {
 		overlap = *overlapIn
 	}
-	return size, overlap
+	return size, overlap, nil
+}
+
+// chunkRequest cuts the required text of a text.chunk or index.add request
+// into the windows its size and overlap (defaulted by window) ask for.
+func chunkRequest(text *string, sizeIn, overlapIn *int) ([]Chunk, error) {
+	size, overlap, err := window(text, sizeIn, overlapIn)
+	if err != nil {
+		return nil, err
+	}
+	return ChunkText(*text, size, overlap)
 }
 
 // ChunkExecutor is the text.chunk executor.
@@ -170,11 +184,7 @@ func (ChunkExecutor) Execute(ctx context.Context, input json.RawMessage) (json.R
 	if err := decodeInput(input, &in); err != nil {
 		return nil, err
 	}
-	if in.Text == nil {
-		return nil, fmt.Errorf("%w: text is required", ErrBadInput)
-	}
-	size, overlap := window(in.Size, in.Overlap)
-	chunks, err := ChunkText(*in.Text, size, overlap)
+	chunks, err := chunkRequest(in.Text, in.Size, in.Overlap)
 	if err != nil {
 		return nil, err
 	}

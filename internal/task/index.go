@@ -143,11 +143,7 @@ func (x IndexAddExecutor) Execute(ctx context.Context, input json.RawMessage) (j
 	if err := validName("id", in.ID, MaxDocIDBytes); err != nil {
 		return nil, err
 	}
-	if in.Text == nil {
-		return nil, fmt.Errorf("%w: text is required", ErrBadInput)
-	}
-	size, overlap := window(in.Size, in.Overlap)
-	chunks, err := ChunkText(*in.Text, size, overlap)
+	chunks, err := chunkRequest(in.Text, in.Size, in.Overlap)
 	if err != nil {
 		return nil, err
 	}

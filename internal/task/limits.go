@@ -65,10 +65,10 @@ func (ChunkExecutor) OutputBound(input json.RawMessage) (int, error) {
 	if err := decodeInput(input, &in); err != nil {
 		return 0, err
 	}
-	if in.Text == nil {
-		return 0, fmt.Errorf("%w: text is required", ErrBadInput)
+	size, overlap, err := window(in.Text, in.Size, in.Overlap)
+	if err != nil {
+		return 0, err
 	}
-	size, overlap := window(in.Size, in.Overlap)
 	step := size - overlap
 	if size < 1 || step < 1 {
 		return 0, nil // ChunkText rejects it

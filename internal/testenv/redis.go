@@ -199,10 +199,7 @@ func (r *Redis) Running() bool {
 // until the process is gone, so its port refuses connections when Stop
 // returns. Stopping a stopped server does nothing.
 func (r *Redis) Stop() {
-	r.mu.Lock()
-	p := r.proc
-	r.proc = nil
-	r.mu.Unlock()
+	p := r.detach()
 	if p == nil {
 		return
 	}
@@ -215,13 +212,20 @@ func (r *Redis) Stop() {
 	}
 }
 
+// detach takes the running process, if any, from r for Stop or Kill to
+// end: r counts as stopped from then on.
+func (r *Redis) detach() *redisProc {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.proc
+	r.proc = nil
+	return p
+}
+
 // Kill ends the server with SIGKILL, like a crash: clients see their
 // connections reset rather than closed.
 func (r *Redis) Kill() {
-	r.mu.Lock()
-	p := r.proc
-	r.proc = nil
-	r.mu.Unlock()
+	p := r.detach()
 	if p == nil {
 		return
 	}

@@ -12,6 +12,8 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
 )
 
 func frame(body string) []byte {
@@ -211,7 +213,7 @@ func TestBadInput(t *testing.T) {
 					t.Logf("stream ended with %v", err)
 				}
 			}
-			eventually(t, 5*time.Second, "counters to settle", func() bool {
+			p2ptest.Eventually(t, 5*time.Second, "counters to settle", func() bool {
 				after := b.snapshot(t)
 				for k, v := range tc.delta {
 					if after[k]-before[k] != v {
@@ -231,12 +233,12 @@ func TestBadInput(t *testing.T) {
 			}
 			// B counts the pong after writing it, so A may see it first:
 			// wait, or the next case's baseline could miss it.
-			eventually(t, 5*time.Second, "B to record the ping", func() bool {
+			p2ptest.Eventually(t, 5*time.Second, "B to record the ping", func() bool {
 				return b.handled(t, TypePing) == handled+1 && b.sent(TypePong) == pongs+1
 			})
 		})
 	}
-	waitGoroutines(t, baseline+2)
+	p2ptest.WaitGoroutines(t, baseline+2)
 }
 
 func withExtra(m, extra map[string]float64) map[string]float64 {

@@ -14,6 +14,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
 )
 
 var (
@@ -161,7 +163,7 @@ func TestHalfClosedStreamStillAnswered(t *testing.T) {
 func TestP2PErrorsAreOneLine(t *testing.T) {
 	a, b := newTestNode(t), newTestNode(t)
 	newGhost := func() peer.ID {
-		id, err := peer.IDFromPrivateKey(newKey(t))
+		id, err := peer.IDFromPrivateKey(p2ptest.NewKey(t))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,16 +1,9 @@
 package message
 
 import (
-	"context"
-	"crypto/rand"
-	"log/slog"
-	"os"
-	"runtime"
 	"testing"
-	"time"
 
 	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
@@ -22,9 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
 )
-
-var loopback = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 
 // testNode is one real libp2p host on loopback running the service, with
 // its own registry. The host is a plain go-libp2p one with the node's
@@ -51,30 +43,14 @@ func listenOn(addrs []string) nodeOpt {
 	return func(c *nodeConfig) { c.listen = addrs }
 }
 
-func testLogger() *slog.Logger {
-	if os.Getenv("P2P_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.DiscardHandler)
-}
-
-func newKey(tb testing.TB) crypto.PrivKey {
-	tb.Helper()
-	priv, _, err := crypto.GenerateEd25519Key(rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return priv
-}
-
 func newTestNode(tb testing.TB, opts ...nodeOpt) *testNode {
 	tb.Helper()
-	c := nodeConfig{listen: loopback, sc: ServiceConfig{Logger: testLogger()}}
+	c := nodeConfig{listen: p2ptest.Loopback(), sc: ServiceConfig{Logger: p2ptest.Logger()}}
 	for _, o := range opts {
 		o(&c)
 	}
 	h, err := libp2p.New(
-		libp2p.Identity(newKey(tb)),
+		libp2p.Identity(p2ptest.NewKey(tb)),
 		libp2p.ListenAddrStrings(c.listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
@@ -103,11 +79,7 @@ func (n *testNode) info() peer.AddrInfo {
 
 func connect(tb testing.TB, a, b *testNode) {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.svc.Connect(ctx, b.info()); err != nil {
-		tb.Fatal(err)
-	}
+	p2ptest.Connect(tb, a.svc.Connect, b.info())
 }
 
 func (n *testNode) sent(typ string) float64 { return testutil.ToFloat64(n.m.Sent.WithLabelValues(typ)) }
@@ -173,35 +145,5 @@ func (n *testNode) assertDelta(tb testing.TB, before snapshot, want map[string]f
 		if _, ok := after[k]; !ok {
 			tb.Errorf("no series %s", k)
 		}
-	}
-}
-
-// eventually polls cond every 10ms until it holds or the deadline passes.
-func eventually(tb testing.TB, d time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// waitGoroutines waits for the goroutine count to return to at most limit.
-func waitGoroutines(tb testing.TB, limit int) {
-	tb.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		n := runtime.NumGoroutine()
-		if n <= limit {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			buf = buf[:runtime.Stack(buf, true)]
-			tb.Fatalf("goroutine leak: %d goroutines, want <= %d\n%s", n, limit, buf)
-		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }

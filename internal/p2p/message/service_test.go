@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
 )
 
 func TestPingCountsExactly(t *testing.T) {
@@ -29,7 +31,7 @@ func TestPingCountsExactly(t *testing.T) {
 	}
 	// B records the duration after writing the pong, so A may see the
 	// pong first: wait for B's last observation.
-	eventually(t, 5*time.Second, "B to finish recording", func() bool {
+	p2ptest.Eventually(t, 5*time.Second, "B to finish recording", func() bool {
 		return b.handled(t, "ping")-beforeB["handled/ping"] == n
 	})
 	a.assertDelta(t, beforeA, map[string]float64{"sent/ping": n, "received/pong": n})
@@ -105,7 +107,7 @@ func TestRequestHandlersAndErrors(t *testing.T) {
 	if _, err := a.svc.Request(ctx, b.h.ID(), TypeTaskRequest, echo{Text: strings.Repeat("y", DefaultMaxMessageBytes)}); !errors.Is(err, ErrFrameTooLarge) {
 		t.Errorf("oversized request: %v, want ErrFrameTooLarge", err)
 	}
-	eventually(t, 5*time.Second, "B to record", func() bool {
+	p2ptest.Eventually(t, 5*time.Second, "B to record", func() bool {
 		return b.handled(t, TypeTaskRequest)-before["handled/task.request"] == 6
 	})
 	b.assertDelta(t, before, map[string]float64{
@@ -123,6 +125,17 @@ func TestRequestHandlersAndErrors(t *testing.T) {
 	}
 }
 
+// requestAsync sends a request of typ (no payload) from a to b in a
+// goroutine; its error arrives on the channel returned.
+func requestAsync(ctx context.Context, a, b *testNode, typ string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.svc.Request(ctx, b.h.ID(), typ, nil)
+		done <- err
+	}()
+	return done
+}
+
 func TestSlowHandlerDoesNotBlockPing(t *testing.T) {
 	a, b := newTestNode(t), newTestNode(t)
 	connect(t, a, b)
@@ -136,12 +149,8 @@ func TestSlowHandlerDoesNotBlockPing(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := a.svc.Request(ctx, b.h.ID(), TypeTaskRequest, nil)
-		done <- err
-	}()
-	eventually(t, 5*time.Second, "the slow request to start", func() bool { return b.received(TypeTaskRequest) == 1 })
+	done := requestAsync(ctx, a, b, TypeTaskRequest)
+	p2ptest.Eventually(t, 5*time.Second, "the slow request to start", func() bool { return b.received(TypeTaskRequest) == 1 })
 	for range 10 {
 		if _, err := a.svc.Ping(ctx, b.h.ID()); err != nil {
 			t.Fatal(err)
@@ -155,7 +164,7 @@ func TestSlowHandlerDoesNotBlockPing(t *testing.T) {
 
 func TestRequestUnreachable(t *testing.T) {
 	a := newTestNode(t)
-	ghost := newKey(t)
+	ghost := p2ptest.NewKey(t)
 	id, err := peer.IDFromPrivateKey(ghost)
 	if err != nil {
 		t.Fatal(err)
@@ -180,12 +189,12 @@ func TestStreamReopenedAfterIdleClose(t *testing.T) {
 		if _, err := a.svc.Ping(ctx, b.h.ID()); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 5*time.Second, "B to close the idle stream", func() bool {
+		p2ptest.Eventually(t, 5*time.Second, "B to close the idle stream", func() bool {
 			b.svc.smu.Lock()
 			defer b.svc.smu.Unlock()
 			return len(b.svc.inbound) == 0
 		})
-		eventually(t, 5*time.Second, "A to notice", func() bool {
+		p2ptest.Eventually(t, 5*time.Second, "A to notice", func() bool {
 			a.svc.smu.Lock()
 			defer a.svc.smu.Unlock()
 			return len(a.svc.outbound) == 0
@@ -204,11 +213,7 @@ func TestCloseDrainsInFlight(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		_, err := a.svc.Request(ctx, b.h.ID(), TypeTaskRequest, nil)
-		done <- err
-	}()
+	done := requestAsync(ctx, a, b, TypeTaskRequest)
 	<-started
 	if err := b.svc.Close(); err != nil {
 		t.Fatal(err)

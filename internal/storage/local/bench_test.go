@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"runtime"
-	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -15,6 +13,7 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage/local"
+	"github.com/p2p-ai-agents/p2p-agent/internal/storage/storagetest"
 )
 
 // benchKeys is the size of the key space of the benchmarks; values are
@@ -69,30 +68,6 @@ func newBenchFixture(b *testing.B, preload bool) *benchFixture {
 // (RunParallel with SetParallelism rounded up to reach 16 on this machine).
 var writerCounts = []int{1, 16}
 
-// run runs op b.N times with the given number of goroutines; op gets a
-// distinct sequence number per call.
-func run(b *testing.B, goroutines int, op func(i int) error) {
-	b.ReportAllocs()
-	if goroutines == 1 {
-		for i := 0; i < b.N; i++ {
-			if err := op(i); err != nil {
-				b.Fatal(err)
-			}
-		}
-		return
-	}
-	b.SetParallelism((goroutines + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
-	var seq atomic.Int64
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if err := op(int(seq.Add(1))); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-}
-
 // BenchmarkPut compares raw Pebble writes (DB.Set with the same durability)
 // with the store as the node uses it, at Strong (fsync) and Eventual. Every
 // run gets a fresh database, so that raw and store runs pay the same
@@ -113,13 +88,13 @@ func BenchmarkPut(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/w%d/raw", lv.name, n), func(b *testing.B) {
 				f := newBenchFixture(b, false)
 				b.ResetTimer()
-				run(b, n, func(i int) error { return f.raw.Set(f.keyBytes[i%benchKeys], f.value, lv.wo) })
+				storagetest.BenchOps(b, n, func(i int) error { return f.raw.Set(f.keyBytes[i%benchKeys], f.value, lv.wo) })
 				b.StopTimer()
 			})
 			b.Run(fmt.Sprintf("%s/w%d/store", lv.name, n), func(b *testing.B) {
 				f := newBenchFixture(b, false)
 				b.ResetTimer()
-				run(b, n, func(i int) error { return f.store.Put(ctx, f.keys[i%benchKeys], f.value, lv.c) })
+				storagetest.BenchOps(b, n, func(i int) error { return f.store.Put(ctx, f.keys[i%benchKeys], f.value, lv.c) })
 				b.StopTimer()
 			})
 		}
@@ -133,7 +108,7 @@ func BenchmarkGet(b *testing.B) {
 	f := newBenchFixture(b, true)
 	for _, n := range writerCounts {
 		b.Run(fmt.Sprintf("r%d/raw", n), func(b *testing.B) {
-			run(b, n, func(i int) error {
+			storagetest.BenchOps(b, n, func(i int) error {
 				v, closer, err := f.raw.Get(f.keyBytes[(i*7919)%benchKeys])
 				if err != nil {
 					return err
@@ -144,7 +119,7 @@ func BenchmarkGet(b *testing.B) {
 			})
 		})
 		b.Run(fmt.Sprintf("r%d/store", n), func(b *testing.B) {
-			run(b, n, func(i int) error {
+			storagetest.BenchOps(b, n, func(i int) error {
 				_, err := f.store.Get(ctx, f.keys[(i*7919)%benchKeys], storage.Strong)
 				return err
 			})

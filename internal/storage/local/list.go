@@ -13,22 +13,14 @@ import (
 // with copies of their values. It reads a consistent snapshot (the
 // iterator's implicit one) and stops early when ctx is done.
 func (s *Store) List(ctx context.Context, prefix string, _ storage.Consistency) ([]storage.KV, error) {
-	if err := ctx.Err(); err != nil {
+	release, err := s.enter(ctx)
+	if err != nil {
 		return nil, err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return nil, storage.ErrClosed
-	}
-	io := &pebble.IterOptions{}
-	if prefix != "" {
-		io.LowerBound = bytesOf(prefix)
-		io.UpperBound = PrefixUpperBound([]byte(prefix))
-	}
-	it, err := s.db.NewIterWithContext(ctx, io)
+	defer release()
+	it, err := s.prefixIter(ctx, prefix)
 	if err != nil {
-		return nil, fmt.Errorf("local list: %w", err)
+		return nil, err
 	}
 	var out []storage.KV
 	n := 0
@@ -62,25 +54,17 @@ const slabBytes = 64 << 10
 // few allocations per page, not one per entry); the page ends early once they reach
 // storage.MaxPageBytes. next is "" exactly when no further key exists.
 func (s *Store) ListPage(ctx context.Context, prefix, after string, limit int, _ storage.Consistency) ([]storage.KV, string, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, "", err
-	}
-	if limit <= 0 {
+	if limit <= 0 && ctx.Err() == nil { // a done ctx is reported first, a closed store after
 		return nil, "", fmt.Errorf("local list: %w: limit %d", storage.ErrInvalidPage, limit)
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return nil, "", storage.ErrClosed
-	}
-	io := &pebble.IterOptions{}
-	if prefix != "" {
-		io.LowerBound = bytesOf(prefix)
-		io.UpperBound = PrefixUpperBound([]byte(prefix))
-	}
-	it, err := s.db.NewIterWithContext(ctx, io)
+	release, err := s.enter(ctx)
 	if err != nil {
-		return nil, "", fmt.Errorf("local list: %w", err)
+		return nil, "", err
+	}
+	defer release()
+	it, err := s.prefixIter(ctx, prefix)
+	if err != nil {
+		return nil, "", err
 	}
 	var ok bool
 	if after != "" && after >= prefix {
@@ -126,6 +110,21 @@ func (s *Store) ListPage(ctx context.Context, prefix, after string, limit int, _
 		return nil, "", fmt.Errorf("local list: %w", err)
 	}
 	return out, next, nil
+}
+
+// prefixIter opens an iterator over the keys with prefix (every key when
+// prefix is empty).
+func (s *Store) prefixIter(ctx context.Context, prefix string) (*pebble.Iterator, error) {
+	io := &pebble.IterOptions{}
+	if prefix != "" {
+		io.LowerBound = bytesOf(prefix)
+		io.UpperBound = PrefixUpperBound([]byte(prefix))
+	}
+	it, err := s.db.NewIterWithContext(ctx, io)
+	if err != nil {
+		return nil, fmt.Errorf("local list: %w", err)
+	}
+	return it, nil
 }
 
 // PrefixUpperBound returns the smallest key greater than every key that

@@ -226,18 +226,30 @@ func bytesOf(s string) []byte {
 	return unsafe.Slice(unsafe.StringData(s), len(s))
 }
 
-// Get returns a copy of the value of key, or an error wrapping
-// storage.ErrNotFound. Every consistency level reads the latest committed
-// value: there is a single copy of the data.
-func (s *Store) Get(ctx context.Context, key string, _ storage.Consistency) ([]byte, error) {
+// enter starts one operation: it checks ctx, then takes the read side of
+// s.mu (Close waits for the operations under way) and refuses a closed
+// store. The caller defers release.
+func (s *Store) enter(ctx context.Context) (release func(), err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	s.mu.RLock()
-	defer s.mu.RUnlock()
 	if s.closed {
+		s.mu.RUnlock()
 		return nil, storage.ErrClosed
 	}
+	return s.mu.RUnlock, nil
+}
+
+// Get returns a copy of the value of key, or an error wrapping
+// storage.ErrNotFound. Every consistency level reads the latest committed
+// value: there is a single copy of the data.
+func (s *Store) Get(ctx context.Context, key string, _ storage.Consistency) ([]byte, error) {
+	release, err := s.enter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	v, closer, err := s.db.Get(bytesOf(key))
 	if err != nil {
 		if errors.Is(err, pebble.ErrNotFound) {
@@ -255,14 +267,11 @@ func (s *Store) Get(ctx context.Context, key string, _ storage.Consistency) ([]b
 
 // Put stores value under key; durable levels sync before returning.
 func (s *Store) Put(ctx context.Context, key string, value []byte, c storage.Consistency) error {
-	if err := ctx.Err(); err != nil {
+	release, err := s.enter(ctx)
+	if err != nil {
 		return err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return storage.ErrClosed
-	}
+	defer release()
 	if err := s.res.admit(int64(len(key) + len(value))); err != nil {
 		s.log.Warn("refused", "local store: write refused, free space under the reserve", "err", err)
 		return err
@@ -272,14 +281,11 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, c storage.Con
 
 // Delete removes key; deleting a missing key succeeds.
 func (s *Store) Delete(ctx context.Context, key string, c storage.Consistency) error {
-	if err := ctx.Err(); err != nil {
+	release, err := s.enter(ctx)
+	if err != nil {
 		return err
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return storage.ErrClosed
-	}
+	defer release()
 	if err := s.write("delete", func() error { return s.db.Delete(bytesOf(key), writeOptions(c)) }); err != nil {
 		return err
 	}

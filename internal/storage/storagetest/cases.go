@@ -20,19 +20,7 @@ func testListPrefixes(t *testing.T, open OpenFunc) {
 		"a", "a/", "a/b", "a/b/c", "a/b/c/d", "a/bc", "a/c", "ab", "b", "b/a",
 		"a\x7f", "a\u00e9", "a/\U0001F600", "z", "~",
 	}
-	for i, k := range all {
-		mustPut(t, ctx, s, k, []byte(fmt.Sprintf("v%d:%s", i, k)), levels[i%len(levels)])
-	}
-	expect := func(prefix string) []storage.KV {
-		var out []storage.KV
-		for i, k := range all {
-			if strings.HasPrefix(k, prefix) {
-				out = append(out, storage.KV{Key: k, Value: []byte(fmt.Sprintf("v%d:%s", i, k))})
-			}
-		}
-		sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
-		return out
-	}
+	expect := putKeys(t, ctx, s, all)
 	for _, prefix := range []string{"", "a", "a/", "a/b", "a/b/", "a/b/c", "a/b/c/d", "a/b/c/d/", "ab", "b", "c", "z", "~", "a\u00e9", "a/\U0001F600", "\u00ff"} {
 		for _, c := range levels {
 			mustList(t, ctx, s, prefix, c, expect(prefix))

@@ -70,14 +70,17 @@ var pageKeys = []string{
 	"p0", "p\x7f", "p\u00e9", "p/\U0001F600", "o", "o/1", "q", "q/1", "\u00ff", "\U0010FFFF",
 }
 
-func putPageKeys(t *testing.T, ctx context.Context, s storage.Store) func(prefix string) []storage.KV {
+// putKeys stores each of keys, the i-th with the value "v<i>:<key>" at the
+// i-th consistency level in turn, and returns what listing a prefix of
+// them must give: their entries with that prefix, by key.
+func putKeys(t *testing.T, ctx context.Context, s storage.Store, keys []string) func(prefix string) []storage.KV {
 	t.Helper()
-	for i, k := range pageKeys {
+	for i, k := range keys {
 		mustPut(t, ctx, s, k, []byte(fmt.Sprintf("v%d:%s", i, k)), levels[i%len(levels)])
 	}
 	return func(prefix string) []storage.KV {
 		var out []storage.KV
-		for i, k := range pageKeys {
+		for i, k := range keys {
 			if strings.HasPrefix(k, prefix) {
 				out = append(out, storage.KV{Key: k, Value: []byte(fmt.Sprintf("v%d:%s", i, k))})
 			}
@@ -94,7 +97,7 @@ func putPageKeys(t *testing.T, ctx context.Context, s storage.Store) func(prefix
 func testListPageLimits(t *testing.T, open OpenFunc) {
 	s := fresh(t, open, SmallLimit)
 	ctx := ctxFor(t)
-	expect := putPageKeys(t, ctx, s)
+	expect := putKeys(t, ctx, s, pageKeys)
 	for _, prefix := range []string{"", "p", "p/", "p/a", "p/a/", "p/c", "p/c[", "o/", "q", "none/", "\u00ff", "\U0010FFFF"} {
 		want := expect(prefix)
 		n := len(want)
@@ -139,7 +142,7 @@ func testListPageLimits(t *testing.T, open OpenFunc) {
 func testListPageCursors(t *testing.T, open OpenFunc) {
 	s := fresh(t, open, SmallLimit)
 	ctx := ctxFor(t)
-	expect := putPageKeys(t, ctx, s)
+	expect := putKeys(t, ctx, s, pageKeys)
 	after := func(prefix, after string) []storage.KV {
 		var out []storage.KV
 		for _, kv := range expect(prefix) {
