@@ -120,9 +120,10 @@ type RedisConfig struct {
 	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// WriteTimeout bounds writing a command.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
-	// MaxRetries is how often a failed command is retried.
+	// MaxRetries is how often go-redis retries a failed command.
 	MaxRetries int `yaml:"max_retries"`
-	// RetryBackoff is the first retry delay; it doubles on each retry.
+	// RetryBackoff is the least pause before a retry; go-redis draws the
+	// pause before retry k from [RetryBackoff, RetryBackoff·(1+2^k)), at most 1s.
 	RetryBackoff time.Duration `yaml:"retry_backoff"`
 	// MinReplicas is how many replicas a Strong write waits for (WAIT); 0 disables it.
 	MinReplicas int `yaml:"min_replicas"`

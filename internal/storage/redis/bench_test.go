@@ -86,7 +86,7 @@ func run(b *testing.B, goroutines int, op func(i int) error) {
 
 // BenchmarkPut compares a raw go-redis SET (same client, same pool) with
 // the store's Strong Put (MinReplicas 0: the SET and its index entry in one
-// MULTI/EXEC, plus the store's retry loop, validation and instrumentation).
+// MULTI/EXEC, plus the store's error mapping, validation and instrumentation).
 // raw-indexed is the same MULTI/EXEC of ZADD and SET sent raw: store vs
 // raw-indexed is the store's own overhead, raw-indexed vs raw the price of
 // the index.

@@ -203,7 +203,7 @@ func (s *Store) sweep(ctx context.Context, gone []string) {
 // the marker. A key deleted while this runs may be added after its DEL and
 // stays as a dangling entry, which listing ignores.
 func (s *Store) ensureIndex(ctx context.Context) error {
-	return s.retry(ctx, "index backfill", func() error {
+	return s.call(ctx, "index backfill", func() error {
 		n, err := s.client.Exists(ctx, s.marker).Result()
 		if err != nil || n == 1 {
 			return err
@@ -325,4 +325,24 @@ func (s *Store) listIndexed(ctx context.Context, prefix, after string, limit, bu
 		}
 		cursor = members[len(members)-1] // refill past the dangling ones
 	}
+}
+
+// EscapeGlob escapes the characters that are special in a Redis MATCH
+// pattern (* ? [ ] \) so that s matches only itself.
+func EscapeGlob(s string) string {
+	if !strings.ContainsAny(s, `*?[]\`) {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '*', '?', '[', ']', '\\':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }

@@ -28,7 +28,7 @@ func (s *Store) ListPage(ctx context.Context, prefix, after string, limit int, _
 		kvs  []storage.KV
 		next string
 	)
-	err := s.retry(ctx, "list", func() (err error) {
+	err := s.call(ctx, "list", func() (err error) {
 		kvs, next, err = s.listIndexed(ctx, prefix, after, limit, storage.MaxPageBytes)
 		return err
 	})

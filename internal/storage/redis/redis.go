@@ -1,16 +1,18 @@
 // Package redisstore is the shared storage backend of the node: Redis,
 // standalone or Cluster, through go-redis's UniversalClient. Every key is
 // stored under a key prefix so that several applications (or tests) can share
-// one Redis. Transient failures are retried here, with exponential backoff,
-// and then surface as errors wrapping storage.ErrUnavailable; the store keeps
-// working once Redis is back. Listing by prefix reads a key index the store
-// keeps beside the data, in sorted sets, so that a page costs O(log n +
-// page) rather than a SCAN of the keyspace (index.go). Like every backend it
+// one Redis. go-redis retries transient failures, with exponential backoff
+// (retry.go); what still fails surfaces as errors wrapping
+// storage.ErrUnavailable, and the store keeps working once Redis is back.
+// Listing by prefix reads a key index the store keeps beside the data, in
+// sorted sets, so that a page costs O(log n + page) rather than a SCAN of
+// the keyspace (index.go). Like every backend it
 // neither validates keys (storage.Validate does; the index relies on keys
 // never containing NUL) nor records metrics (storage.Instrument does).
 package redisstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -64,12 +66,14 @@ type Options struct {
 	// DialTimeout, ReadTimeout and WriteTimeout bound each network step of
 	// one attempt (0: the Default* constants).
 	DialTimeout, ReadTimeout, WriteTimeout time.Duration
-	// MaxRetries is how many times a failed operation is retried after
-	// its first attempt (0: DefaultMaxRetries; negative: never).
+	// MaxRetries is how many times go-redis retries a failed command after
+	// its first attempt (0: DefaultMaxRetries; negative: never). In a
+	// cluster, redirects (MOVED, ASK) count as retries.
 	MaxRetries int
-	// RetryBackoff is the pause before the first retry; it doubles for each
-	// further retry up to MaxRetryBackoff (0: the defaults). The actual
-	// pause is drawn from [backoff/2, backoff] to spread retrying clients.
+	// RetryBackoff and MaxRetryBackoff bound go-redis's pauses between
+	// attempts (0: the defaults): before retry k (k ≥ 1) it pauses for a
+	// random time in [RetryBackoff, RetryBackoff·(1+2^k)), at most
+	// MaxRetryBackoff, which spreads retrying clients.
 	RetryBackoff, MaxRetryBackoff time.Duration
 	// MinReplicas, when positive, makes Strong writes (Put and Delete)
 	// wait with WAIT until that many replicas acknowledged them; fewer
@@ -102,7 +106,7 @@ type Store struct {
 	waitTimeout time.Duration
 	log         *slog.Logger
 	target      string
-	perAttempt  time.Duration // pool wait + dial + write + read timeouts
+	perAttempt  time.Duration // pool wait + dial + round trips (see RetryBudget)
 
 	closed    atomic.Bool
 	healthy   atomic.Bool
@@ -111,12 +115,22 @@ type Store struct {
 
 var _ storage.Store = (*Store)(nil)
 
-// New connects to Redis and checks it answers PING, retrying like any
-// operation; the first store opened on a key prefix also adds the keys stored
-// there by earlier versions to the key index (see ensureIndex). It fails with an error wrapping storage.ErrUnavailable when
-// Redis cannot be reached at start (the node refuses to start on an
-// unreachable backend); later outages are survived and recovered from.
+// New connects to Redis and checks it answers PING (standalone: with
+// go-redis's retries; cluster: every master once, after the slot map was read
+// from any seed); the first store opened on a key prefix also adds the keys
+// stored there by earlier versions to the key index (see ensureIndex). It
+// fails with an error wrapping storage.ErrUnavailable when Redis cannot be
+// reached at start (the node refuses to start on an unreachable backend);
+// later outages are survived and recovered from.
 func New(ctx context.Context, opts Options) (*Store, error) {
+	switch {
+	case opts.MaxRetries == 0:
+		opts.MaxRetries = DefaultMaxRetries
+	case opts.MaxRetries < 0:
+		opts.MaxRetries = 0
+	}
+	opts.RetryBackoff = orDefault(opts.RetryBackoff, DefaultRetryBackoff)
+	opts.MaxRetryBackoff = max(orDefault(opts.MaxRetryBackoff, DefaultMaxRetryBackoff), opts.RetryBackoff)
 	uo, err := universalOptions(opts)
 	if err != nil {
 		return nil, err
@@ -128,40 +142,20 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 		backoff:     opts.RetryBackoff,
 		maxBackoff:  opts.MaxRetryBackoff,
 		minReplicas: opts.MinReplicas,
-		waitTimeout: opts.WaitTimeout,
+		waitTimeout: orDefault(opts.WaitTimeout, DefaultWaitTimeout),
 		log:         opts.Logger,
 		target:      strings.Join(uo.Addrs, ","),
-		perAttempt:  uo.PoolTimeout + uo.DialTimeout + uo.WriteTimeout + uo.ReadTimeout,
+		perAttempt:  uo.PoolTimeout + uo.DialTimeout + (1+handshakeTrips)*(uo.WriteTimeout+uo.ReadTimeout),
 	}
 	if s.prefix == "" {
 		s.prefix = DefaultKeyPrefix
-	}
-	switch {
-	case s.maxRetries == 0:
-		s.maxRetries = DefaultMaxRetries
-	case s.maxRetries < 0:
-		s.maxRetries = 0
-	}
-	if s.backoff <= 0 {
-		s.backoff = DefaultRetryBackoff
-	}
-	if s.maxBackoff <= 0 {
-		s.maxBackoff = DefaultMaxRetryBackoff
-	}
-	if s.maxBackoff < s.backoff {
-		s.maxBackoff = s.backoff
-	}
-	if s.waitTimeout <= 0 {
-		s.waitTimeout = DefaultWaitTimeout
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
 	if len(uo.Addrs) > 1 {
-		s.cluster = redis.NewClusterClient(uo.Cluster())
-		ro := *uo
-		ro.ReadOnly, ro.RouteRandomly = true, true
-		s.client, s.reader = s.cluster, redis.NewClusterClient(ro.Cluster())
+		s.cluster = newCluster(uo, opts.MaxRetries, false)
+		s.client, s.reader = s.cluster, newCluster(uo, opts.MaxRetries, true)
 	} else {
 		s.single = redis.NewClient(uo.Simple())
 		s.client, s.reader = s.single, s.single
@@ -180,9 +174,8 @@ func New(ctx context.Context, opts Options) (*Store, error) {
 	return s, nil
 }
 
-// universalOptions validates opts and translates them for go-redis, with
-// go-redis's own retries turned off: this package retries, so that it alone
-// decides what is worth retrying and how long an operation may take.
+// universalOptions validates opts and translates them for go-redis; retries
+// and backoff are go-redis's (see retry.go).
 func universalOptions(opts Options) (*redis.UniversalOptions, error) {
 	if opts.MinReplicas < 0 {
 		return nil, fmt.Errorf("redis store: min_replicas %d is negative", opts.MinReplicas)
@@ -217,11 +210,32 @@ func universalOptions(opts Options) (*redis.UniversalOptions, error) {
 	uo.WriteTimeout = orDefault(opts.WriteTimeout, DefaultWriteTimeout)
 	// Waiting for a free connection is bounded like establishing one.
 	uo.PoolTimeout = uo.DialTimeout
-	uo.MaxRetries = -1   // no retries inside go-redis
-	uo.DialerRetries = 1 // one dial per attempt
+	uo.MaxRetries = cmp.Or(opts.MaxRetries, -1) // go-redis: -1 is none, 0 its default
+	uo.MinRetryBackoff, uo.MaxRetryBackoff = opts.RetryBackoff, opts.MaxRetryBackoff
+	uo.DialerRetries = 1 // one dial per attempt: MaxRetries alone counts attempts
+	// Pipelines and MULTI/EXEC share the one pool: PoolSize bounds every
+	// connection, the pool statistics see them all, and a failed attempt
+	// dials once (go-redis's dedicated pipeline pool would dial, then spill
+	// to the main pool and dial again).
+	uo.PipelinePoolSize = -1
 	uo.ContextTimeoutEnabled = true
 	uo.ClientName = "p2p-agent"
 	return uo, nil
+}
+
+// newCluster returns a cluster client whose own loop has the whole retry
+// budget (MaxRedirects, spent on redirects and retries alike) and whose node
+// clients do not retry (MaxRetries -1), so that attempts do not multiply;
+// reloadOnFailure follows failovers. The read-only one serves Eventual reads
+// from masters and replicas at random.
+func newCluster(uo *redis.UniversalOptions, retries int, readOnly bool) *redis.ClusterClient {
+	co := uo.Cluster()
+	co.MaxRedirects = cmp.Or(retries, -1) // go-redis: -1 is none, 0 its default
+	co.MaxRetries = -1
+	co.ReadOnly, co.RouteRandomly = readOnly, readOnly
+	cc := redis.NewClusterClient(co)
+	reloadOnFailure(cc)
+	return cc
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -247,7 +261,7 @@ func (s *Store) Healthy() bool { return s.healthy.Load() }
 func (s *Store) KeyPrefix() string { return s.prefix }
 
 func (s *Store) ping(ctx context.Context) error {
-	return s.retry(ctx, "ping "+s.target, func() error {
+	return s.call(ctx, "ping "+s.target, func() error {
 		if s.cluster != nil {
 			return s.cluster.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
 				return c.Ping(ctx).Err()
@@ -267,7 +281,7 @@ func (s *Store) Get(ctx context.Context, key string, c storage.Consistency) ([]b
 	}
 	k := s.prefix + key
 	var v string
-	err := s.retry(ctx, "get", func() (err error) {
+	err := s.call(ctx, "get", func() (err error) {
 		v, err = cl.Get(ctx, k).Result()
 		return err
 	})
@@ -286,7 +300,7 @@ func (s *Store) Get(ctx context.Context, key string, c storage.Consistency) ([]b
 func (s *Store) Put(ctx context.Context, key string, value []byte, c storage.Consistency) error {
 	k := s.prefix + key
 	wait := c == storage.Strong && s.minReplicas > 0
-	return s.retry(ctx, "put", func() error {
+	return s.call(ctx, "put", func() error {
 		if s.cluster != nil {
 			return s.clusterPut(ctx, wait, key, value)
 		}
@@ -306,7 +320,7 @@ func (s *Store) Put(ctx context.Context, key string, value []byte, c storage.Con
 func (s *Store) Delete(ctx context.Context, key string, c storage.Consistency) error {
 	k := s.prefix + key
 	wait := c == storage.Strong && s.minReplicas > 0
-	return s.retry(ctx, "delete", func() error {
+	return s.call(ctx, "delete", func() error {
 		if s.cluster != nil {
 			return s.clusterDelete(ctx, wait, key)
 		}
@@ -345,7 +359,11 @@ func (e *replicaError) Unwrap() error { return storage.ErrUnavailable }
 
 // writeAndWait runs write and then WAIT on one connection of the key's
 // primary: WAIT counts the acknowledgements of the writes made on its own
-// connection, so both must share it.
+// connection, so both must share it. go-redis retries a failed dial for that
+// connection, and errors the server returns on it (LOADING, ...), but once
+// the connection broke it is not replaced (the WAIT would then count
+// nothing) and the write fails; in a cluster the node clients do not retry
+// (see newCluster), so the write is tried once.
 func (s *Store) writeAndWait(ctx context.Context, k string, write func(context.Context, *redis.Conn) error) error {
 	node := s.single
 	if s.cluster != nil {
@@ -380,7 +398,7 @@ func (s *Store) List(ctx context.Context, prefix string, _ storage.Consistency) 
 			kvs  []storage.KV
 			next string
 		)
-		err := s.retry(ctx, "list", func() (err error) {
+		err := s.call(ctx, "list", func() (err error) {
 			kvs, next, err = s.listIndexed(ctx, prefix, after, scanCount, 0)
 			return err
 		})
@@ -393,26 +411,6 @@ func (s *Store) List(ctx context.Context, prefix string, _ storage.Consistency) 
 		}
 		after = next
 	}
-}
-
-// EscapeGlob escapes the characters that are special in a Redis MATCH
-// pattern (* ? [ ] \) so that s matches only itself.
-func EscapeGlob(s string) string {
-	if !strings.ContainsAny(s, `*?[]\`) {
-		return s
-	}
-	var b strings.Builder
-	b.Grow(len(s) + 8)
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; c {
-		case '*', '?', '[', ']', '\\':
-			b.WriteByte('\\')
-			b.WriteByte(c)
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String()
 }
 
 // Close closes the connection pools. It is idempotent; operations after

@@ -6,12 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,140 +16,147 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 )
 
-// RetryBudget is the longest time one operation can take before it fails
-// with ErrUnavailable, when every attempt runs into the pool, dial, write
-// and read timeouts (and the WAIT timeout for Strong writes when
-// MinReplicas is set) and every pause is the longest possible. List, and
-// Put and Delete in cluster mode (three steps, see index.go), make several
-// round trips per attempt and may take longer.
+// Retries are go-redis's own. Standalone, a command (or a pipeline, or a
+// MULTI/EXEC) is tried at most MaxRetries+1 times, with the errors go-redis
+// deems retryable (network errors and timeouts, an exhausted pool, LOADING,
+// READONLY, CLUSTERDOWN, TRYAGAIN, MASTERDOWN, ...), and before retry k
+// (k ≥ 1) go-redis pauses for a time drawn from [RetryBackoff,
+// RetryBackoff·(1+2^k)), at most MaxRetryBackoff. In a cluster the same
+// budget is the cluster client's (ClusterOptions.MaxRedirects), which also
+// spends it on MOVED and ASK redirects (without pausing), and the node
+// clients it calls do not retry, so that retries do not nest: again at most
+// MaxRetries+1 attempts. Each new connection dials once (DialerRetries 1).
+// This file keeps what go-redis does not do: the verdict on the final error
+// (ErrUnavailable or not), the once-per-outage log and, in a cluster, a slot
+// map reload as soon as a node fails (see reloadOnFailure).
+
+// handshakeTrips is the number of round trips go-redis makes to set up a new
+// connection before the first command: HELLO, the CLIENT SETNAME/SETINFO
+// pipeline, CLIENT MAINT_NOTIFICATIONS.
+const handshakeTrips = 3
+
+// RetryBudget is the longest time one command can take before it fails with
+// ErrUnavailable: each of its MaxRetries+1 attempts waits for a pooled
+// connection (pool timeout), dials (dial timeout), sets the connection up
+// and sends the command (write and read timeouts for each round trip, and the
+// WAIT timeout for Strong writes when MinReplicas is set), and every pause is
+// the longest go-redis may draw. Standalone Put and Delete are one command
+// (a MULTI/EXEC); Get is one; List, and Put and Delete in cluster mode (three
+// steps, see index.go), send several commands one after the other, each with
+// this budget. In a cluster the bound holds once the client knows the slot
+// map.
 func (s *Store) RetryBudget() time.Duration {
 	per := s.perAttempt
 	if s.minReplicas > 0 {
 		per += s.waitTimeout
 	}
 	total := time.Duration(s.maxRetries+1) * per
-	for i := 0; i < s.maxRetries; i++ {
-		total += s.pause(i)
+	for k := 1; k <= s.maxRetries; k++ {
+		total += s.longestPause(k)
 	}
 	return total
 }
 
-// pause returns the longest backoff before retry number attempt+1.
-func (s *Store) pause(attempt int) time.Duration {
-	d := s.backoff
-	for i := 0; i < attempt && d < s.maxBackoff; i++ {
-		d *= 2
+// longestPause bounds the pause go-redis makes before retry k (k ≥ 1):
+// RetryBackoff plus a random duration below RetryBackoff<<k, at most
+// MaxRetryBackoff.
+func (s *Store) longestPause(k int) time.Duration {
+	span := s.backoff << k
+	if span < s.backoff || s.backoff+span < s.backoff {
+		return s.maxBackoff // overflow: go-redis returns the maximum too
 	}
-	return min(d, s.maxBackoff)
+	return min(s.backoff+span, s.maxBackoff)
 }
 
-// retry runs attempt until it succeeds, fails for good, or the retry
-// budget is spent (see retryOrFail). redis.Nil (a missing key) is a
-// successful round trip and is returned as is.
-func (s *Store) retry(ctx context.Context, op string, attempt func() error) error {
+// call runs one operation, whose commands go-redis retries, and turns its
+// final error into the store's: redis.Nil (a missing key) is a successful
+// round trip and is returned as is; see fail for the others.
+func (s *Store) call(ctx context.Context, op string, run func() error) error {
 	if s.closed.Load() {
 		return storage.ErrClosed
 	}
-	for n := 0; ; n++ {
-		err := attempt()
-		if err == nil || errors.Is(err, redis.Nil) {
-			s.ok()
-			return err
-		}
-		if err := s.retryOrFail(ctx, op, n, err); err != nil {
-			return err
-		}
+	if err := ctx.Err(); err != nil {
+		// Expired before anything was sent: not Redis's fault.
+		return fmt.Errorf("redis %s: %w", op, err)
 	}
+	err := run()
+	if err == nil || errors.Is(err, redis.Nil) {
+		s.ok()
+		return err
+	}
+	return s.fail(op, err)
 }
 
-// retryOrFail decides what follows the failed attempt number attempt (0 is
-// the first): it returns nil after pausing when the operation should be
-// tried again, else the error to return to the caller.
-func (s *Store) retryOrFail(ctx context.Context, op string, attempt int, err error) error {
-	if s.closed.Load() || errors.Is(err, redis.ErrClosed) {
-		return fmt.Errorf("redis %s: %w", op, storage.ErrClosed)
-	}
+// fail maps the final error of op: a closed store or client gives
+// ErrClosed; too few WAIT acknowledgements (replicaError, never retried) and
+// a cancelled context are returned as they are, as are errors of the request
+// itself (WRONGTYPE, syntax, ...); what says Redis could not serve the
+// request, including the caller's deadline expiring while go-redis was still
+// trying, wraps ErrUnavailable and counts towards an outage.
+func (s *Store) fail(op string, err error) error {
 	var re *replicaError
-	if errors.As(err, &re) {
+	switch {
+	case s.closed.Load() || errors.Is(err, redis.ErrClosed):
+		return fmt.Errorf("redis %s: %w", op, storage.ErrClosed)
+	case errors.As(err, &re), errors.Is(err, context.Canceled), !Unavailable(err):
 		return fmt.Errorf("redis %s: %w", op, err)
 	}
-	if cerr := ctx.Err(); cerr != nil {
-		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("redis %s: %w", op, err)
-		}
-		s.outage(err)
-		return fmt.Errorf("%w: redis %s: %w after %d attempts: %w", storage.ErrUnavailable, op, cerr, attempt+1, err)
-	}
-	if !Retryable(err) {
-		return fmt.Errorf("redis %s: %w", op, err)
-	}
-	if s.cluster != nil {
-		// Any retryable failure in cluster mode may mean the topology
-		// changed (a master died and its replica was promoted): reload the
-		// slot map so that the next attempt goes to the new master instead
-		// of dialling the dead one until the next MOVED. ReloadState is
-		// lazy and deduplicated inside go-redis.
-		s.cluster.ReloadState(ctx)
-	}
-	if attempt >= s.maxRetries {
-		s.outage(err)
-		return fmt.Errorf("%w: redis %s failed after %d attempts: %w", storage.ErrUnavailable, op, attempt+1, err)
-	}
-	d := s.pause(attempt)
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		s.outage(err)
-		return fmt.Errorf("%w: redis %s: %w after %d attempts: %w", storage.ErrUnavailable, op, ctx.Err(), attempt+1, err)
+	s.outage(err)
+	return fmt.Errorf("%w: redis %s failed: %w", storage.ErrUnavailable, op, err)
+}
+
+// Unavailable reports whether err, the final error of a command after
+// go-redis's retries, means Redis could not serve it: network errors and
+// timeouts (an expired deadline included), a closed or reset connection, an
+// exhausted pool, and the server's transient states (LOADING, CLUSTERDOWN,
+// TRYAGAIN, MASTERDOWN, READONLY after a failover, too many clients).
+// Errors of the request itself (WRONGTYPE, syntax, NOAUTH, ...) are not.
+func Unavailable(err error) bool {
+	var nerr net.Error // also syscall.Errno and context.DeadlineExceeded
+	return err != nil && (errors.As(err, &nerr) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, redis.ErrPoolTimeout) || errors.Is(err, redis.ErrPoolExhausted) ||
+		redis.IsLoadingError(err) || redis.IsClusterDownError(err) || redis.IsTryAgainError(err) ||
+		redis.IsMasterDownError(err) || redis.IsReadOnlyError(err) || redis.IsMaxClientsError(err))
+}
+
+// reloadOnFailure makes a cluster client reload its slot map whenever one of
+// its nodes fails a command or pipeline with an error that says the node is
+// unavailable (Unavailable): after a master dies and its replica is promoted,
+// go-redis would otherwise keep dialling the dead master until a MOVED or the
+// periodic reload. It reloads on MOVED and READONLY itself. ReloadState is
+// lazy and deduplicated (at most one reload per 200 ms), and the cluster
+// client picks the node again for its later attempts, so those reach the
+// promoted replica.
+func reloadOnFailure(cc *redis.ClusterClient) {
+	h := reloadHook{cc}
+	cc.OnNewNode(func(node *redis.Client) { node.AddHook(h) })
+}
+
+type reloadHook struct{ cc *redis.ClusterClient }
+
+func (h reloadHook) check(ctx context.Context, err error) {
+	if err != nil && !errors.Is(err, redis.Nil) && Unavailable(err) {
+		h.cc.ReloadState(ctx)
 	}
 }
 
-// Retryable reports whether err is worth another attempt: network errors
-// and timeouts, a closed or reset connection, an exhausted pool, and the
-// server's transient states (LOADING, CLUSTERDOWN, TRYAGAIN, MASTERDOWN,
-// READONLY after a failover, MOVED/ASK during resharding). Errors of the
-// request itself (WRONGTYPE, syntax, ...) are not.
-func Retryable(err error) bool {
-	if err == nil {
-		return false
+func (reloadHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h reloadHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		h.check(ctx, err)
+		return err
 	}
-	var rerr redis.Error
-	if errors.As(err, &rerr) {
-		if _, ok := redis.IsMovedError(err); ok {
-			return true
-		}
-		if _, ok := redis.IsAskError(err); ok {
-			return true
-		}
-		if redis.IsLoadingError(err) || redis.IsClusterDownError(err) || redis.IsTryAgainError(err) ||
-			redis.IsMasterDownError(err) || redis.IsReadOnlyError(err) || redis.IsMaxClientsError(err) {
-			return true
-		}
-		msg := rerr.Error()
-		for _, p := range []string{"LOADING", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY"} {
-			if strings.HasPrefix(msg, p) {
-				return true
-			}
-		}
-		return false
+}
+
+func (h reloadHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		err := next(ctx, cmds)
+		h.check(ctx, err)
+		return err
 	}
-	var nerr net.Error
-	switch {
-	case errors.As(err, &nerr),
-		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
-		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
-		errors.Is(err, syscall.EPIPE), errors.Is(err, net.ErrClosed),
-		errors.Is(err, redis.ErrPoolTimeout), errors.Is(err, redis.ErrPoolExhausted),
-		// A deadline inside go-redis (dial timeout) when the caller's
-		// context is still live: the caller's own is checked first.
-		errors.Is(err, context.DeadlineExceeded):
-		return true
-	}
-	return false
 }
 
 // outage records a failure after retries; the first one after a healthy
