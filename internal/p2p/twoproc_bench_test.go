@@ -24,6 +24,7 @@ import (
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
+	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
 )
 
 // This file measures the message service against the floor it is held to:
@@ -60,7 +61,7 @@ func benchNodeHost(ctx context.Context, tb testing.TB) (*Host, *message.Service,
 	tb.Helper()
 	reg := prometheus.NewRegistry()
 	log := slog.New(slog.DiscardHandler)
-	h, err := NewHost(ctx, newKey(tb), HostConfig{
+	h, err := NewHost(ctx, p2ptest.NewKey(tb), HostConfig{
 		ListenAddrs:         []string{"/ip4/127.0.0.1/tcp/0"},
 		Registerer:          reg,
 		Logger:              log,

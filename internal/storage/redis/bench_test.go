@@ -3,10 +3,8 @@ package redisstore_test
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
 	redisstore "github.com/p2p-ai-agents/p2p-agent/internal/storage/redis"
+	"github.com/p2p-ai-agents/p2p-agent/internal/storage/storagetest"
 	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
 )
 
@@ -62,28 +61,6 @@ func newBenchFixture(b *testing.B) *benchFixture {
 
 var clientCounts = []int{1, 16}
 
-func run(b *testing.B, goroutines int, op func(i int) error) {
-	b.ReportAllocs()
-	if goroutines == 1 {
-		for i := 0; i < b.N; i++ {
-			if err := op(i); err != nil {
-				b.Fatal(err)
-			}
-		}
-		return
-	}
-	b.SetParallelism((goroutines + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
-	var seq atomic.Int64
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if err := op(int(seq.Add(1))); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-}
-
 // BenchmarkPut compares a raw go-redis SET (same client, same pool) with
 // the store's Strong Put (MinReplicas 0: the SET and its index entry in one
 // MULTI/EXEC, plus the store's error mapping, validation and instrumentation).
@@ -96,10 +73,10 @@ func BenchmarkPut(b *testing.B) {
 	cl := f.raw.Client()
 	for _, n := range clientCounts {
 		b.Run(fmt.Sprintf("c%d/raw", n), func(b *testing.B) {
-			run(b, n, func(i int) error { return cl.Set(ctx, f.wireKeys[i%benchKeys], f.value, 0).Err() })
+			storagetest.BenchOps(b, n, func(i int) error { return cl.Set(ctx, f.wireKeys[i%benchKeys], f.value, 0).Err() })
 		})
 		b.Run(fmt.Sprintf("c%d/raw-indexed", n), func(b *testing.B) {
-			run(b, n, func(i int) error {
+			storagetest.BenchOps(b, n, func(i int) error {
 				k := f.keys[i%benchKeys]
 				_, err := cl.TxPipelined(ctx, func(p redis.Pipeliner) error {
 					p.ZAdd(ctx, redisstore.IndexKeyOf(f.raw, k), redis.Z{Member: k})
@@ -110,7 +87,7 @@ func BenchmarkPut(b *testing.B) {
 			})
 		})
 		b.Run(fmt.Sprintf("c%d/store", n), func(b *testing.B) {
-			run(b, n, func(i int) error { return f.store.Put(ctx, f.keys[i%benchKeys], f.value, storage.Strong) })
+			storagetest.BenchOps(b, n, func(i int) error { return f.store.Put(ctx, f.keys[i%benchKeys], f.value, storage.Strong) })
 		})
 	}
 }
@@ -122,13 +99,13 @@ func BenchmarkGet(b *testing.B) {
 	cl := f.raw.Client()
 	for _, n := range clientCounts {
 		b.Run(fmt.Sprintf("c%d/raw", n), func(b *testing.B) {
-			run(b, n, func(i int) error {
+			storagetest.BenchOps(b, n, func(i int) error {
 				_, err := cl.Get(ctx, f.wireKeys[(i*7919)%benchKeys]).Bytes()
 				return err
 			})
 		})
 		b.Run(fmt.Sprintf("c%d/store", n), func(b *testing.B) {
-			run(b, n, func(i int) error {
+			storagetest.BenchOps(b, n, func(i int) error {
 				_, err := f.store.Get(ctx, f.keys[(i*7919)%benchKeys], storage.Strong)
 				return err
 			})
@@ -291,15 +268,15 @@ func BenchmarkClusterWrite(b *testing.B) {
 		keys[i] = fmt.Sprintf("bench/%08d", i)
 	}
 	b.Run("put/raw", func(b *testing.B) {
-		run(b, 1, func(i int) error { return cl.Set(ctx, s.KeyPrefix()+keys[i%benchKeys], value, 0).Err() })
+		storagetest.BenchOps(b, 1, func(i int) error { return cl.Set(ctx, s.KeyPrefix()+keys[i%benchKeys], value, 0).Err() })
 	})
 	b.Run("put/store", func(b *testing.B) {
-		run(b, 1, func(i int) error { return st.Put(ctx, keys[i%benchKeys], value, storage.Strong) })
+		storagetest.BenchOps(b, 1, func(i int) error { return st.Put(ctx, keys[i%benchKeys], value, storage.Strong) })
 	})
 	b.Run("delete/raw", func(b *testing.B) {
-		run(b, 1, func(i int) error { return cl.Del(ctx, s.KeyPrefix()+keys[i%benchKeys]).Err() })
+		storagetest.BenchOps(b, 1, func(i int) error { return cl.Del(ctx, s.KeyPrefix()+keys[i%benchKeys]).Err() })
 	})
 	b.Run("delete/store", func(b *testing.B) {
-		run(b, 1, func(i int) error { return st.Delete(ctx, keys[i%benchKeys], storage.Strong) })
+		storagetest.BenchOps(b, 1, func(i int) error { return st.Delete(ctx, keys[i%benchKeys], storage.Strong) })
 	})
 }
