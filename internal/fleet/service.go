@@ -1,24 +1,18 @@
 package fleet
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	manet "github.com/multiformats/go-multiaddr/net"
 
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 	"github.com/p2p-ai-agents/p2p-agent/internal/peerlimit"
@@ -106,27 +100,6 @@ func (c *Config) defaults() {
 	}
 }
 
-// Node is one node of the view, as it last described itself.
-type Node struct {
-	ID       peer.ID
-	Answer   Answer // Peers and Hints are not kept
-	LastSeen time.Time
-	// Connected tells whether this node holds a connection to it.
-	Connected bool
-}
-
-type entry struct {
-	ans      Answer
-	lastSeen time.Time
-	hintsAt  time.Time // when it last sent hints
-	answers  int       // answers received from it while in the view
-}
-
-type hint struct {
-	ai   peer.AddrInfo
-	seen time.Time
-}
-
 // Service answers the info protocol and keeps the view of the fleet.
 type Service struct {
 	h   host.Host
@@ -160,16 +133,6 @@ func New(h host.Host, cfg Config) *Service {
 		asks:  peerlimit.New(AnswerRate, AnswerBurst, 0),
 	}
 }
-
-// Per-peer bound on the info requests this node answers. A well-behaved
-// peer asks every 10 s, once more on connect and once a second while a
-// network view is watched; a peer asking faster than AnswerRate (after a
-// burst of AnswerBurst) gets its stream reset instead of an answer, counted
-// as busy.
-const (
-	AnswerRate  = 2 // per second
-	AnswerBurst = 10
-)
 
 // Start registers the protocol handler and starts refreshing the view: at
 // once for every newly identified peer that speaks the protocol, and every
@@ -213,178 +176,6 @@ func (s *Service) Close() {
 	s.wg.Wait()
 }
 
-func (s *Service) loop() {
-	t := time.NewTicker(s.cfg.Interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-		}
-		s.refresh()
-	}
-}
-
-// refresh asks every connected agent, then up to MaxIndirect nodes this
-// node is not connected to (known ones first, then hints), expiring what
-// has not been heard from within the TTL.
-func (s *Service) refresh() {
-	now := time.Now()
-	s.expire(now)
-	var direct []peer.ID
-	for _, p := range s.h.Network().Peers() {
-		if ok, _ := s.h.Peerstore().SupportsProtocols(p, ProtocolID); len(ok) > 0 {
-			direct = append(direct, p)
-		}
-	}
-	var indirect []peer.ID
-	s.mu.Lock()
-	for id := range s.nodes {
-		if s.h.Network().Connectedness(id) != network.Connected {
-			indirect = append(indirect, id)
-		}
-	}
-	known := len(indirect)
-	for id, hn := range s.hints {
-		if _, ok := s.nodes[id]; ok || s.h.Network().Connectedness(id) == network.Connected {
-			continue
-		}
-		s.h.Peerstore().AddAddrs(id, hn.ai.Addrs, s.cfg.TTL)
-		indirect = append(indirect, id)
-	}
-	s.mu.Unlock()
-	rand.Shuffle(known, func(i, j int) { indirect[i], indirect[j] = indirect[j], indirect[i] })
-	targets := append(direct, indirect[:min(len(indirect), s.cfg.MaxIndirect)]...)
-	var wg sync.WaitGroup
-	for _, p := range targets {
-		select {
-		case s.sem <- struct{}{}:
-		case <-s.ctx.Done():
-			wg.Wait()
-			return
-		}
-		wg.Go(func() {
-			defer func() { <-s.sem }()
-			_, _ = s.query(p, false)
-		})
-	}
-	wg.Wait()
-}
-
-// ask queries p once (on connect), bounded by the worker pool.
-func (s *Service) ask(p peer.ID) {
-	select {
-	case s.sem <- struct{}{}:
-	case <-s.ctx.Done():
-		return
-	}
-	defer func() { <-s.sem }()
-	_, _ = s.query(p, false)
-}
-
-func (s *Service) expire(now time.Time) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for id, e := range s.nodes {
-		if now.Sub(e.lastSeen) >= s.cfg.TTL {
-			delete(s.nodes, id)
-		}
-	}
-	for id, h := range s.hints {
-		if now.Sub(h.seen) >= s.cfg.TTL {
-			delete(s.hints, id)
-		}
-	}
-}
-
-// query asks p for its info and records the answer under p.
-func (s *Service) query(p peer.ID, edges bool) (*Answer, error) {
-	if p == s.h.ID() {
-		return nil, errors.New("fleet: not asking myself")
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Timeout)
-	defer cancel()
-	st, err := s.h.NewStream(ctx, p, ProtocolID)
-	if err != nil {
-		return nil, fmt.Errorf("open info stream to %s: %w", p, err)
-	}
-	defer st.Close()
-	_ = st.SetDeadline(time.Now().Add(s.cfg.Timeout))
-	sentAt := time.Now()
-	wantHints := false
-	if !edges {
-		s.mu.Lock()
-		e, ok := s.nodes[p]
-		// a young node's peers are few: ask its first answers for hints
-		wantHints = !ok || e.answers < hintsFirst || sentAt.Sub(e.hintsAt) >= hintsEvery
-		s.mu.Unlock()
-	}
-	req, _ := json.Marshal(request{Edges: edges, Hints: wantHints})
-	frame, err := message.AppendRawFrame(nil, req, maxRequestBytes)
-	if err == nil {
-		_, err = st.Write(frame)
-	}
-	if err == nil {
-		err = st.CloseWrite()
-	}
-	if err != nil {
-		_ = st.Reset()
-		return nil, fmt.Errorf("send info request to %s: %w", p, err)
-	}
-	ans, err := readAnswer(st)
-	if err != nil {
-		_ = st.Reset()
-		s.refused(err)
-		s.log.Debug("info answer refused", "peer", p.String(), "err", err)
-		return nil, fmt.Errorf("%w from %s: %w", ErrRefused, p, err)
-	}
-	now := time.Now()
-	if !edges {
-		// The round trip of a small answer is this node's latency sample
-		// of the edge (the message service's pings feed the same average).
-		s.h.Peerstore().RecordLatency(p, now.Sub(sentAt))
-	}
-	var fresh []peer.AddrInfo
-	s.mu.Lock()
-	for _, h := range ans.Hints {
-		ai, ok := hintAddrInfo(h)
-		if !ok || ai.ID == s.h.ID() {
-			continue
-		}
-		if _, known := s.nodes[ai.ID]; known {
-			continue
-		}
-		_, had := s.hints[ai.ID]
-		if !had && len(s.hints) >= maxHintsKept {
-			continue
-		}
-		s.hints[ai.ID] = hint{ai: ai, seen: now}
-		if !had && s.h.Network().Connectedness(ai.ID) != network.Connected {
-			// a node never heard of: ask it now rather than at the next
-			// round, so a new node is known (and connected) within moments
-			fresh = append(fresh, ai)
-		}
-	}
-	kept := *ans
-	kept.Peers, kept.Hints = nil, nil
-	hintsAt, answers := now, 1
-	if prev, ok := s.nodes[p]; ok {
-		answers = prev.answers + 1
-		if !wantHints {
-			hintsAt = prev.hintsAt
-		}
-	}
-	s.nodes[p] = &entry{ans: kept, lastSeen: now, hintsAt: hintsAt, answers: answers}
-	delete(s.hints, p)
-	s.mu.Unlock()
-	for _, ai := range fresh {
-		s.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, s.cfg.TTL)
-		s.wg.Go(func() { s.ask(ai.ID) })
-	}
-	return ans, nil
-}
-
 func (s *Service) refused(err error) {
 	if s.cfg.Refused == nil {
 		return
@@ -395,186 +186,4 @@ func (s *Service) refused(err error) {
 	case errors.Is(err, message.ErrMalformed):
 		s.cfg.Refused("malformed")
 	}
-}
-
-// serve answers one info request.
-func (s *Service) serve(st network.Stream) {
-	defer st.Close()
-	_ = st.SetDeadline(time.Now().Add(s.cfg.Timeout))
-	asker := st.Conn().RemotePeer()
-	if !s.asks.Allow(asker.String(), time.Now()) {
-		s.cfg.Refused(message.ReasonBusy)
-		s.log.Debug("info request refused: the peer asks too often", "peer", asker.String())
-		_ = st.Reset()
-		return
-	}
-	body, err := message.ReadRawFrame(bufio.NewReader(st), maxRequestBytes)
-	var req request
-	if err == nil {
-		if jerr := json.Unmarshal(body, &req); jerr != nil {
-			err = fmt.Errorf("%w: info request: %w", message.ErrMalformed, jerr)
-		}
-	}
-	if err != nil {
-		s.refused(err)
-		s.log.Debug("info request refused", "peer", asker.String(), "err", err)
-		_ = st.Reset()
-		return
-	}
-	var local net.IP
-	if ip, err := manet.ToIP(st.Conn().LocalMultiaddr()); err == nil {
-		local = ip
-	}
-	ans := s.answer(local, asker, req)
-	out, err := json.Marshal(ans)
-	if err == nil {
-		out, err = message.AppendRawFrame(nil, out, MaxAnswerBytes)
-	}
-	if err == nil {
-		_, err = st.Write(out)
-	}
-	if err != nil {
-		s.log.Debug("info answer not sent", "peer", asker.String(), "err", err)
-		_ = st.Reset()
-	}
-}
-
-// answer describes this node to asker.
-func (s *Service) answer(local net.IP, asker peer.ID, req request) Answer {
-	l := s.cfg.Local()
-	a := Answer{
-		Name: l.Name, Version: l.Version, State: l.State, Capabilities: l.Capabilities,
-		MetricsURL: s.cfg.MetricsURL(local), CPUPercent: l.CPUPercent, MemoryBytes: l.MemoryBytes,
-		MessagesPerSecond: l.MessagesPerSecond, TasksRunning: l.TasksRunning,
-	}
-	if a.Capabilities == nil {
-		a.Capabilities = []string{}
-	}
-	if req.Edges {
-		a.Peers = s.edges()
-	}
-	if !req.Hints {
-		return a
-	}
-	ps := s.h.Peerstore()
-	peers := s.h.Network().Peers()
-	rand.Shuffle(len(peers), func(i, j int) { peers[i], peers[j] = peers[j], peers[i] })
-	for _, p := range peers {
-		if len(a.Hints) == MaxHints {
-			break
-		}
-		if p == asker {
-			continue
-		}
-		if ok, _ := ps.SupportsProtocols(p, ProtocolID); len(ok) == 0 {
-			continue
-		}
-		var addrs []string
-		for _, c := range s.h.Network().ConnsToPeer(p) {
-			// the address this node reaches it on, if it dialled; the
-			// peerstore's listen addresses otherwise
-			if c.Stat().Direction == network.DirOutbound {
-				addrs = append(addrs, c.RemoteMultiaddr().String())
-				break
-			}
-		}
-		for _, ad := range ps.Addrs(p) {
-			if len(addrs) == maxHintAddrs {
-				break
-			}
-			if str := ad.String(); !slices.Contains(addrs, str) {
-				addrs = append(addrs, str)
-			}
-		}
-		if len(addrs) > 0 {
-			a.Hints = append(a.Hints, Hint{ID: p.String(), Addrs: addrs})
-		}
-	}
-	return a
-}
-
-// edges lists this node's connected agents with their latency.
-func (s *Service) edges() []Edge {
-	ps := s.h.Peerstore()
-	var out []Edge
-	for _, p := range s.h.Network().Peers() {
-		if len(out) == MaxEdges {
-			break
-		}
-		if ok, _ := ps.SupportsProtocols(p, ProtocolID); len(ok) == 0 {
-			continue
-		}
-		out = append(out, Edge{ID: p.String(), LatencyMs: float64(ps.LatencyEWMA(p)) / float64(time.Millisecond)})
-	}
-	slices.SortFunc(out, func(a, b Edge) int { return strings.Compare(a.ID, b.ID) })
-	return out
-}
-
-// Nodes returns the other nodes heard from within the TTL, sorted by ID.
-func (s *Service) Nodes() []Node {
-	now := time.Now()
-	s.mu.Lock()
-	out := make([]Node, 0, len(s.nodes))
-	for id, e := range s.nodes {
-		if now.Sub(e.lastSeen) >= s.cfg.TTL {
-			continue
-		}
-		out = append(out, Node{ID: id, Answer: e.ans, LastSeen: e.lastSeen})
-	}
-	s.mu.Unlock()
-	for i := range out {
-		out[i].Connected = s.h.Network().Connectedness(out[i].ID) == network.Connected
-	}
-	slices.SortFunc(out, func(a, b Node) int { return strings.Compare(string(a.ID), string(b.ID)) })
-	return out
-}
-
-// View is the mesh as this node sees it: every node heard from within the
-// TTL, and the edges each reported about itself (this node's own included).
-type View struct {
-	Self  peer.ID
-	Nodes []Node
-	// Edges maps a node to the edges it reported; a node that could not be
-	// asked is absent.
-	Edges map[peer.ID][]Edge
-}
-
-// Network asks every node of the view for its edges (bounded by the worker
-// pool and the query timeout) and returns the view. Answers are reused for
-// a second, so a refreshing screen does not multiply the queries.
-func (s *Service) Network(ctx context.Context) View {
-	s.viewMu.Lock()
-	defer s.viewMu.Unlock()
-	if time.Since(s.viewAt) >= edgesCacheFor || s.viewEdges == nil {
-		edges := map[peer.ID][]Edge{}
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		for _, n := range s.Nodes() {
-			select {
-			case s.sem <- struct{}{}:
-			case <-ctx.Done():
-			case <-s.ctx.Done():
-			}
-			if ctx.Err() != nil || s.ctx.Err() != nil {
-				break
-			}
-			wg.Go(func() {
-				defer func() { <-s.sem }()
-				if ans, err := s.query(n.ID, true); err == nil {
-					mu.Lock()
-					edges[n.ID] = ans.Peers
-					mu.Unlock()
-				}
-			})
-		}
-		wg.Wait()
-		s.viewEdges, s.viewAt = edges, time.Now()
-	}
-	v := View{Self: s.h.ID(), Nodes: s.Nodes(), Edges: map[peer.ID][]Edge{s.h.ID(): s.edges()}}
-	for _, n := range v.Nodes {
-		if e, ok := s.viewEdges[n.ID]; ok {
-			v.Edges[n.ID] = e
-		}
-	}
-	return v
 }

@@ -22,8 +22,6 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 	"github.com/p2p-ai-agents/p2p-agent/internal/storage"
-	"github.com/p2p-ai-agents/p2p-agent/internal/storage/local"
-	redisstore "github.com/p2p-ai-agents/p2p-agent/internal/storage/redis"
 	"github.com/p2p-ai-agents/p2p-agent/internal/task"
 	"github.com/p2p-ai-agents/p2p-agent/internal/tracing"
 )
@@ -227,58 +225,6 @@ func authFailureRate(r float64) float64 {
 		return -1
 	}
 	return r
-}
-
-// openStore opens the configured backend and wraps it once: validation
-// first, then the instrumenting decorator, so every operation of every
-// backend is measured, rejected ones included.
-func (n *Node) openStore(ctx context.Context) error {
-	cfg := n.cfg
-	var backend storage.Store
-	switch cfg.Storage.Backend {
-	case config.BackendRedis:
-		r := cfg.Storage.Redis
-		rs, err := redisstore.New(ctx, redisstore.Options{
-			Addrs:        r.Addrs,
-			URL:          r.URL,
-			KeyPrefix:    r.KeyPrefix,
-			Password:     r.Password,
-			PoolSize:     r.PoolSize,
-			DialTimeout:  r.DialTimeout,
-			ReadTimeout:  r.ReadTimeout,
-			WriteTimeout: r.WriteTimeout,
-			MaxRetries:   cmp.Or(r.MaxRetries, -1), // 0 in the config: no retries
-			RetryBackoff: r.RetryBackoff,
-			MinReplicas:  r.MinReplicas,
-			Logger:       n.log,
-		})
-		if err != nil {
-			return fmt.Errorf("opening redis storage: %w", err)
-		}
-		metrics.RegisterRedisPool(n.reg, func() metrics.PoolStats {
-			s := rs.Client().PoolStats()
-			return metrics.PoolStats{
-				Hits: uint64(s.Hits), Misses: uint64(s.Misses), Timeouts: uint64(s.Timeouts),
-				TotalConns: uint64(s.TotalConns), IdleConns: uint64(s.IdleConns), StaleConns: uint64(s.StaleConns),
-			}
-		})
-		backend = rs
-	default:
-		if err := n.dir.willCreate(cfg.StorePath()); err != nil {
-			return fmt.Errorf("opening local storage at %s: %w", cfg.StorePath(), err)
-		}
-		ls, err := local.Open(cfg.StorePath(), local.Options{
-			Logger:       n.log,
-			MinFreeBytes: int64(cfg.Storage.Local.MinFreeBytes),
-		})
-		if err != nil {
-			return fmt.Errorf("opening local storage at %s: %w", cfg.StorePath(), err)
-		}
-		backend = ls
-	}
-	n.backend = cfg.Storage.Backend
-	n.store = storage.InstrumentTraced(storage.Validate(backend, cfg.Storage.MaxValueBytes), metrics.NewStorage(n.reg, config.Backends()), n.backend, n.tracing)
-	return nil
 }
 
 // Start opens the listeners and the sampler and moves the node to active.
