@@ -6,7 +6,9 @@ import (
 )
 
 // NewRegistry returns a fresh registry for one node holding the standard Go
-// and process collectors and agent_info{version,peer_id}. Every component of
+// collector, the process_* families of client_golang's process collector
+// (on Linux from a cheaper collector of this package, see
+// process_collector_linux.go) and agent_info{version,peer_id}. Every component of
 // the node records on this registry and nothing uses the global default, so
 // the node's own families (storage, messages, tasks, ...) are per node. Not
 // everything on it is: the Go and process collectors describe the whole
@@ -17,7 +19,7 @@ func NewRegistry(version, peerID string) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
-		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newProcessCollector(),
 	)
 	info := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "agent_info",
