@@ -105,15 +105,19 @@ func NewServer(reg *prometheus.Registry, ready func() bool, cfg ServerConfig) *S
 	}
 	s := &Server{cfg: cfg, ready: ready, log: cfg.Logger, errc: make(chan error, 1)}
 
-	metricsHandler := promhttp.InstrumentMetricHandler(reg, gzipped(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+	// The scrape timeout is promhttp's own (http.TimeoutHandler, with its
+	// message), but applied around the compression rather than inside it:
+	// TimeoutHandler buffers the whole answer, and buffering the ≈9 KB
+	// compressed instead of the ≈65 KB of text saves a large allocation and
+	// a copy per scrape.
+	metricsHandler := promhttp.InstrumentMetricHandler(reg, http.TimeoutHandler(gzipped(promhttp.HandlerFor(reg, promhttp.HandlerOpts{
 		ErrorLog:            slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelError),
 		ErrorHandling:       promhttp.ContinueOnError,
 		Registry:            reg, // counts promhttp_metric_handler_errors_total
 		MaxRequestsInFlight: cfg.MaxRequestsInFlight,
-		Timeout:             cfg.Timeout,
 		EnableOpenMetrics:   true,
 		DisableCompression:  true, // gzipped compresses, at BestSpeed
-	})))
+	})), cfg.Timeout, fmt.Sprintf("Exceeded configured timeout of %v.\n", cfg.Timeout)))
 
 	mux := http.NewServeMux()
 	mux.Handle(cfg.Path, rateLimit(metricsHandler, cfg.RateLimit))
