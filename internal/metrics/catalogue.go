@@ -167,7 +167,7 @@ func NewMessages(reg prometheus.Registerer, l MessageLabels) *Messages {
 			Help: "Messages received from peers, by message type, counted before handling (so malformed and rejected messages are included). Unrecognised types are counted as \"unknown\".",
 		}, []string{"type"}),
 		Duration: prometheus.NewHistogramVec(durationOpts("message_processing_duration_seconds",
-			"Time to handle one inbound message in seconds, from decoded envelope to response written, by message type.",
+			"Time to handle one inbound message in seconds, from the arrival of its frame to its reply being ready, by message type.",
 			MessageBuckets), []string{"type"}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "message_processing_errors_total",
