@@ -3,6 +3,7 @@ package message
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -230,4 +231,74 @@ func TestCloseDrainsInFlight(t *testing.T) {
 	if _, err := a.svc.Ping(ctx, b.h.ID()); !errors.Is(err, ErrServiceClosed) {
 		t.Errorf("ping from a closed service: %v, want ErrServiceClosed", err)
 	}
+}
+
+// TestConcurrentRequestsCoalesced sends requests of mixed sizes (from a few
+// bytes to several times what one coalesced write gathers) and pings from
+// 32 goroutines over one kept stream, so that frames are gathered into
+// shared writes on both sides: every request gets its own answer, and every
+// message is counted exactly once.
+func TestConcurrentRequestsCoalesced(t *testing.T) {
+	a, b := newTestNode(t), newTestNode(t)
+	connect(t, a, b)
+	type echo struct {
+		Text string `json:"text"`
+	}
+	b.svc.Handle(TypeTaskRequest, func(_ context.Context, _ peer.ID, req *Envelope) (*Envelope, error) {
+		var in echo
+		if err := req.DecodePayload(&in); err != nil {
+			return nil, err
+		}
+		return Reply(req, TypeTaskResult, echo{Text: "re: " + in.Text})
+	})
+	beforeA, beforeB := a.snapshot(t), b.snapshot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	const workers, each = 32, 20
+	sizes := []int{1, 100, 3000, coalesceBytes / 3, 3 * coalesceBytes}
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := range each {
+				if (w+i)%2 == 0 {
+					if _, err := a.svc.Ping(ctx, b.h.ID()); err != nil {
+						errs <- err
+						return
+					}
+					continue
+				}
+				text := fmt.Sprintf("%d/%d:", w, i) + strings.Repeat("y", sizes[(w+i)%len(sizes)])
+				resp, err := a.svc.Request(ctx, b.h.ID(), TypeTaskRequest, echo{Text: text})
+				if err != nil {
+					errs <- err
+					return
+				}
+				var out echo
+				if err := resp.DecodePayload(&out); err != nil {
+					errs <- err
+					return
+				}
+				if out.Text != "re: "+text {
+					errs <- fmt.Errorf("request %d/%d answered with another request's reply (%d bytes)", w, i, len(out.Text))
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	const pings, requests = workers * each / 2, workers * each / 2
+	p2ptest.Eventually(t, 5*time.Second, "B to finish recording", func() bool {
+		return b.handled(t, "ping")-beforeB["handled/ping"] == pings &&
+			b.handled(t, "task.request")-beforeB["handled/task.request"] == requests
+	})
+	a.assertDelta(t, beforeA, map[string]float64{"sent/ping": pings, "received/pong": pings,
+		"sent/task.request": requests, "received/task.result": requests})
+	b.assertDelta(t, beforeB, map[string]float64{"received/ping": pings, "handled/ping": pings, "sent/pong": pings,
+		"received/task.request": requests, "handled/task.request": requests, "sent/task.result": requests})
 }
