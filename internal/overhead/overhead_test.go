@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"testing"
 	"time"
 
@@ -85,10 +84,6 @@ func pingPair(tb testing.TB, instrumented bool) func() error {
 	return ping
 }
 
-// orders are the six orders of three variants; round r uses orders[r%6], so
-// each variant runs first, second and last equally often.
-var orders = [6][3]int{{0, 1, 2}, {1, 2, 0}, {2, 0, 1}, {0, 2, 1}, {2, 1, 0}, {1, 0, 2}}
-
 // paired runs b.N rounds; in each round it times a batch of ops of raw A,
 // instrumented and raw B (the A/A control) in a rotating order, all three
 // alive for the whole run. It reports, as medians over the rounds of the
@@ -111,7 +106,7 @@ func paired(b *testing.B, batch int, rawA, inst, rawB func(i int) error) {
 	i := 0
 	b.ResetTimer()
 	for r := range b.N {
-		for _, k := range orders[r%len(orders)] {
+		for _, k := range testenv.PairedOrders[r%len(testenv.PairedOrders)] {
 			start := time.Now()
 			for j := range batch {
 				if err := vs[k](i + j); err != nil {
@@ -128,21 +123,10 @@ func paired(b *testing.B, batch int, rawA, inst, rawB func(i int) error) {
 		rawNs = append(rawNs, raw/float64(batch))
 	}
 	b.StopTimer()
-	b.ReportMetric(median(instNs), "ns/op")
-	b.ReportMetric(median(rawNs), "raw-ns/op")
-	b.ReportMetric(median(ratio), "instr/raw")
-	b.ReportMetric(median(control), "control")
-}
-
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if n := len(s); n%2 == 1 {
-		return s[n/2]
-	} else if n > 0 {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-	return 0
+	b.ReportMetric(testenv.Median(instNs), "ns/op")
+	b.ReportMetric(testenv.Median(rawNs), "raw-ns/op")
+	b.ReportMetric(testenv.Median(ratio), "instr/raw")
+	b.ReportMetric(testenv.Median(control), "control")
 }
 
 // BenchmarkInstrumentationOverhead measures what the metrics cost on every

@@ -25,6 +25,7 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/message"
 	"github.com/p2p-ai-agents/p2p-agent/internal/p2p/p2ptest"
+	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
 )
 
 // This file measures the message service against the floor it is held to:
@@ -260,22 +261,6 @@ func newWorkerPool(b *testing.B, workers int, op func(w int) error) *workerPool 
 	return p
 }
 
-// benchOrders are the six orders of three variants; round r uses
-// benchOrders[r%6], so each variant runs first, second and last equally
-// often.
-var benchOrders = [6][3]int{{0, 1, 2}, {1, 2, 0}, {2, 0, 1}, {0, 2, 1}, {2, 1, 0}, {1, 0, 2}}
-
-func benchMedian(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if n := len(s); n%2 == 1 {
-		return s[n/2]
-	} else if n > 0 {
-		return (s[n/2-1] + s[n/2]) / 2
-	}
-	return 0
-}
-
 // round runs batch round trips on every worker and returns the time taken.
 func (p *workerPool) round(b *testing.B, batch int) time.Duration {
 	p.wg.Add(len(p.start))
@@ -413,7 +398,7 @@ func BenchmarkServiceVsRawStream(b *testing.B) {
 			var t [3]time.Duration
 			b.ResetTimer()
 			for r := range b.N {
-				for _, k := range benchOrders[r%len(benchOrders)] {
+				for _, k := range testenv.PairedOrders[r%len(testenv.PairedOrders)] {
 					c0 := child.mallocs(b)
 					runtime.ReadMemStats(&ms)
 					m0, b0 := ms.Mallocs, ms.TotalAlloc
@@ -431,11 +416,11 @@ func BenchmarkServiceVsRawStream(b *testing.B) {
 			}
 			b.StopTimer()
 			total := float64(rts * b.N)
-			b.ReportMetric(1e9/benchMedian(svcRate), "ns/op")
-			b.ReportMetric(benchMedian(ratio), "service/raw")
-			b.ReportMetric(benchMedian(control), "control")
-			b.ReportMetric(benchMedian(svcRate), "rt/s")
-			b.ReportMetric(benchMedian(rawRate), "raw-rt/s")
+			b.ReportMetric(1e9/testenv.Median(svcRate), "ns/op")
+			b.ReportMetric(testenv.Median(ratio), "service/raw")
+			b.ReportMetric(testenv.Median(control), "control")
+			b.ReportMetric(testenv.Median(svcRate), "rt/s")
+			b.ReportMetric(testenv.Median(rawRate), "raw-rt/s")
 			b.ReportMetric(float64(mallocs[1])/total, "allocs/op")
 			b.ReportMetric(float64(bytes[1])/total, "B/op")
 			b.ReportMetric(float64(mallocs[1])/total, "service-allocs/rt")
