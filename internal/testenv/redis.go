@@ -352,3 +352,23 @@ func setParentDeathSignal(attr *syscall.SysProcAttr) {
 		f.SetInt(int64(syscall.SIGKILL))
 	}
 }
+
+// ReplicaOf makes r a replica of primary and waits (up to 15 s) until its
+// link to the primary is up.
+func (r *Redis) ReplicaOf(tb testing.TB, primary *Redis) {
+	tb.Helper()
+	if _, err := RedisCommand(r.Addr(), time.Second, "REPLICAOF", "127.0.0.1", strconv.Itoa(primary.port)); err != nil {
+		tb.Fatal(err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		info, err := RedisCommand(r.Addr(), time.Second, "INFO", "replication")
+		if err == nil && strings.Contains(info, "master_link_status:up") {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("replica did not sync: %v %s", err, info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

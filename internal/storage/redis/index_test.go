@@ -317,23 +317,9 @@ func TestIndexWithMinReplicas(t *testing.T) {
 	if _, err := testenv.RedisCommand(primary.Addr(), time.Second, "CONFIG", "SET", "repl-diskless-sync-delay", "0"); err != nil {
 		t.Fatal(err)
 	}
-	host, port, _ := strings.Cut(primary.Addr(), ":")
-	if _, err := testenv.RedisCommand(replica.Addr(), time.Second, "REPLICAOF", host, port); err != nil {
-		t.Fatal(err)
-	}
+	replica.ReplicaOf(t, primary)
 	s := newStore(t, redisstore.Options{Addrs: []string{primary.Addr()}, MinReplicas: 1, WaitTimeout: 5 * time.Second})
 	ctx := context.Background()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		info, err := testenv.RedisCommand(replica.Addr(), time.Second, "INFO", "replication")
-		if err == nil && strings.Contains(info, "master_link_status:up") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica did not sync: %v %s", err, info)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 	if err := s.Put(ctx, "w", []byte("v"), storage.Strong); err != nil {
 		t.Fatal(err)
 	}

@@ -539,21 +539,7 @@ func TestMinReplicas(t *testing.T) {
 	if _, err := testenv.RedisCommand(primary.Addr(), time.Second, "CONFIG", "SET", "repl-diskless-sync-delay", "0"); err != nil {
 		t.Fatal(err)
 	}
-	host, port, _ := net.SplitHostPort(primary.Addr())
-	if _, err := testenv.RedisCommand(replica.Addr(), time.Second, "REPLICAOF", host, port); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		info, err := testenv.RedisCommand(replica.Addr(), time.Second, "INFO", "replication")
-		if err == nil && strings.Contains(info, "master_link_status:up") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("replica did not sync: %v %s", err, info)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	replica.ReplicaOf(t, primary)
 	for i := 0; i < 20; i++ {
 		key := fmt.Sprintf("r%d", i)
 		if err := s.Put(ctx, key, []byte(key), storage.Strong); err != nil {
