@@ -23,7 +23,7 @@ type outboundStream struct {
 	svc  *Service
 	peer peer.ID
 	s    network.Stream
-	w    frameWriter
+	w    *frameWriter
 
 	mu      sync.Mutex
 	pending map[string]chan *Envelope
@@ -142,11 +142,12 @@ func (s *Service) openOutbound(ctx context.Context, p peer.ID) (*outboundStream,
 		svc:     s,
 		peer:    p,
 		s:       st,
-		w:       frameWriter{s: st, timeout: s.cfg.WriteTimeout, rec: s.rec},
 		pending: make(map[string]chan *Envelope),
 		done:    make(chan struct{}),
 	}
-	ob.w.failed = func(err error) { ob.fail(fmt.Errorf("%w: write: %w", ErrStreamClosed, err), true) }
+	ob.w = newFrameWriter(st, s.cfg.WriteTimeout, s.rec, func(err error) {
+		ob.fail(fmt.Errorf("%w: write: %w", ErrStreamClosed, err), true)
+	})
 	return ob, nil
 }
 

@@ -20,7 +20,7 @@ type inboundStream struct {
 	svc    *Service
 	s      network.Stream
 	from   peer.ID
-	w      frameWriter
+	w      *frameWriter
 	ctx    context.Context
 	cancel context.CancelFunc
 	sem    chan struct{}
@@ -41,16 +41,15 @@ func (s *Service) handleStream(st network.Stream) {
 		svc:     s,
 		s:       st,
 		from:    st.Conn().RemotePeer(), // authenticated by the security handshake
-		w:       frameWriter{s: st, timeout: s.cfg.WriteTimeout, rec: s.rec},
 		sem:     make(chan struct{}, s.cfg.MaxConcurrentPerStream),
 		stopped: make(chan struct{}),
 	}
 	is.ctx, is.cancel = context.WithCancel(s.ctx)
 	defer is.cancel()
-	is.w.failed = func(error) {
+	is.w = newFrameWriter(st, s.cfg.WriteTimeout, s.rec, func(error) {
 		is.cancel()
 		_ = st.Reset()
-	}
+	})
 	is.serve = s.observe(is.deliver)
 
 	s.smu.Lock()

@@ -69,6 +69,14 @@ type frameWriter struct {
 	failed func(error)
 }
 
+// newFrameWriter returns the writer of stream st; failed is told when a
+// write of gathered frames fails (see frameWriter.failed).
+func newFrameWriter(st network.Stream, timeout time.Duration, rec recorder, failed func(error)) *frameWriter {
+	w := &frameWriter{s: st, timeout: timeout, rec: rec, failed: failed}
+	w.flushed.L = &w.mu
+	return w
+}
+
 // write sends f, or leaves it for the write in progress (or the corked
 // reader's flush) to send. An error means f was certainly not written
 // whole, so the stream is unusable and the request never reached the
@@ -105,7 +113,7 @@ func (w *frameWriter) write(f *frameBuf, now time.Time) error {
 	err := w.writeLocked(f.b, now, f.typ)
 	var others error
 	if err == nil {
-		others = w.drainLocked(time.Time{})
+		others = w.drainLocked()
 	}
 	w.writing = false
 	w.mu.Unlock()
@@ -134,7 +142,7 @@ func (w *frameWriter) flush() error {
 		return err
 	}
 	w.writing = true
-	err := w.drainLocked(time.Time{})
+	err := w.drainLocked()
 	w.writing = false
 	w.mu.Unlock()
 	if err != nil {
@@ -149,14 +157,13 @@ func (w *frameWriter) fail(err error) {
 	}
 }
 
-// drainLocked writes the gathered frames until none are left; now may be
-// zero (read the clock when a deadline needs checking).
-func (w *frameWriter) drainLocked(now time.Time) error {
+// drainLocked writes the gathered frames until none are left.
+func (w *frameWriter) drainLocked() error {
 	for len(w.pending) > 0 && w.err == nil {
 		b, types := w.pending, w.types
 		w.pending, w.spare = w.spare[:0], nil
 		w.types, w.spareTypes = w.spareTypes[:0], nil
-		err := w.writeLocked(b, now, "")
+		err := w.writeLocked(b, time.Time{}, "")
 		if err == nil {
 			for _, t := range types {
 				w.rec.sent(t)
@@ -199,9 +206,4 @@ func (w *frameWriter) writeLocked(b []byte, now time.Time, typ string) error {
 	return err
 }
 
-func (w *frameWriter) wait() {
-	if w.flushed.L == nil {
-		w.flushed.L = &w.mu
-	}
-	w.flushed.Wait()
-}
+func (w *frameWriter) wait() { w.flushed.Wait() }
