@@ -98,6 +98,10 @@ func TestTaskHandlerRefusesMalformedRequest(t *testing.T) {
 	if !errors.As(err, &re) || re.Code != task.CodeBadInput {
 		t.Fatalf("malformed task request: %v, want a remote error %s", err, task.CodeBadInput)
 	}
+	// B counts the error after writing the reply, so a may see it first.
+	p2ptest.Eventually(t, 5*time.Second, "errors{task.request, malformed} = 1", func() bool {
+		return testutil.ToFloat64(b.m.Errors.WithLabelValues(message.TypeTaskRequest, "malformed")) == 1
+	})
 	if got := testutil.ToFloat64(b.m.Errors.WithLabelValues(message.TypeTaskRequest, "malformed")); got != 1 {
 		t.Fatalf("errors{task.request, malformed} = %v, want 1", got)
 	}
