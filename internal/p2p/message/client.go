@@ -5,44 +5,30 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 )
 
-// outboundStream is the kept stream this node opened to one peer. Requests
-// are written by their callers (gathered by the frameWriter); responses are
-// read by the callers themselves (see leader.go): while requests wait, one
-// of them reads for everyone.
+// outboundStream is the kept stream this node opened to one peer: requests
+// are written by their callers (serialised), responses are read by one
+// goroutine and handed to the waiting caller by ID.
 type outboundStream struct {
 	svc  *Service
 	peer peer.ID
 	s    network.Stream
 	w    *frameWriter
 
-	// Owned by the leader.
-	fr frameReader
-	// rdl is the stream's read deadline (zero: none). It is only moved
-	// earlier, or when it passed too early: requests' deadlines mostly
-	// grow, and setting one arms a timer in the stream.
-	rdl time.Time
-	// frameDeadline bounds the rest of a frame that was not whole in the
-	// buffer when it began (zero: none), across leaders.
-	frameDeadline time.Time
-
 	mu      sync.Mutex
-	pending map[string]*waiter
-	leader  *waiter // the one reading; nil: nobody reads
-	// watch starts the watcher when nobody has read for watchAfter, so
-	// that a stream the peer closed or reset while idle is noticed.
-	watch      *time.Timer
-	watchArmed bool
-	watcher    *waiter
-	done       chan struct{} // closed by fail; err is set before
-	err        error
+	pending map[string]chan *Envelope
+	done    chan struct{} // closed by fail; err is set before
+	err     error
 }
 
 // retryableError marks a request that certainly did not reach a handler
@@ -127,11 +113,13 @@ func (s *Service) openOutboundOnce(ctx context.Context, p peer.ID, deadline time
 		}
 		if err == nil {
 			s.outbound[p] = ob
+			s.readers.Add(1)
 		}
 		s.smu.Unlock()
 		if err != nil {
 			return nil, err
 		}
+		go ob.readLoop()
 		return ob, nil
 	}
 }
@@ -154,29 +142,27 @@ func (s *Service) openOutbound(ctx context.Context, p peer.ID) (*outboundStream,
 		svc:     s,
 		peer:    p,
 		s:       st,
-		pending: make(map[string]*waiter),
-		watcher: newWaiter(),
+		pending: make(map[string]chan *Envelope),
 		done:    make(chan struct{}),
 	}
-	ob.watch = time.AfterFunc(time.Hour, ob.watchIdle)
-	ob.watch.Stop()
-	ob.fr = frameReader{br: bufio.NewReader(st), max: s.cfg.MaxMessageBytes, midFrame: ob.midFrame}
 	ob.w = newFrameWriter(st, s.cfg.WriteTimeout, s.rec, func(err error) {
 		ob.fail(fmt.Errorf("%w: write: %w", ErrStreamClosed, err), true)
 	})
 	return ob, nil
 }
 
-var timerPool = sync.Pool{New: func() any {
-	t := time.NewTimer(time.Hour)
-	t.Stop()
-	return t
-}}
+var (
+	timerPool = sync.Pool{New: func() any {
+		t := time.NewTimer(time.Hour)
+		t.Stop()
+		return t
+	}}
+	replyPool = sync.Pool{New: func() any { return make(chan *Envelope, 1) }}
+)
 
 // roundTrip writes the encoded request and waits for the response with its
-// ID, until ctx is done or the deadline (when not zero) passes, reading the
-// stream itself when nobody else is reading it. now is a recent clock
-// reading.
+// ID, until ctx is done or the deadline (when not zero) passes. now is a
+// recent clock reading.
 func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frameBuf, deadline, now time.Time) (*Envelope, error) {
 	var expired <-chan time.Time
 	if !deadline.IsZero() {
@@ -187,20 +173,16 @@ func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frame
 			timerPool.Put(t)
 		}()
 		expired = t.C
-	} else if d, ok := ctx.Deadline(); ok {
-		deadline = d // ctx.Done() fires then; a leader needs the time
 	}
-	w := waiterPool.Get().(*waiter)
+	ch := replyPool.Get().(chan *Envelope)
 	ob.mu.Lock()
 	if ob.err != nil {
 		err := ob.err
 		ob.mu.Unlock()
-		waiterPool.Put(w)
+		replyPool.Put(ch)
 		return nil, &retryableError{err}
 	}
-	// Registered before the write: the reply may be read by a leader
-	// before this write returns (another caller wrote the frame).
-	ob.pending[env.ID] = w
+	ob.pending[env.ID] = ch
 	ob.mu.Unlock()
 
 	if err := ob.w.write(f, now); err != nil {
@@ -208,62 +190,89 @@ func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frame
 		ob.fail(err, true)
 		return nil, &retryableError{err}
 	}
-	// Only now may it lead: a caller blocked in a write must not be the
-	// one reading, or both peers could wait on full windows.
-	ob.mu.Lock()
-	w.written = true
-	lead := ob.leader == nil && ob.err == nil
-	if lead {
-		ob.leader = w
-	}
-	ob.mu.Unlock()
-	for {
-		if lead {
-			resp, err := ob.lead(ctx, env.ID, w, deadline)
-			if err == nil {
-				w.reuse()
-				resp.ID = env.ID
-			}
-			return resp, err
-		}
+	select {
+	case resp := <-ch:
+		replyPool.Put(ch) // drained: safe to reuse
+		resp.ID = env.ID
+		return resp, nil
+	case <-ob.done:
 		select {
-		case resp := <-w.ch:
-			if resp == leadToken {
-				lead = true
-				continue
-			}
-			w.reuse()
+		case resp := <-ch:
+			replyPool.Put(ch)
 			resp.ID = env.ID
 			return resp, nil
-		case <-ob.done:
-			select {
-			case resp := <-w.ch:
-				if resp != leadToken {
-					w.reuse()
-					resp.ID = env.ID
-					return resp, nil
-				}
-			default:
-			}
-			return nil, ob.failure()
-		case <-ctx.Done():
-			ob.abandon(env.ID, w)
-			return nil, ctx.Err()
-		case <-expired:
-			ob.abandon(env.ID, w)
-			return nil, context.DeadlineExceeded
+		default:
 		}
+		if errors.Is(ob.err, errPeerClosed) {
+			return nil, &retryableError{ob.err}
+		}
+		return nil, ob.err
+	case <-ctx.Done():
+		ob.forget(env.ID)
+		return nil, ctx.Err()
+	case <-expired:
+		ob.forget(env.ID)
+		return nil, context.DeadlineExceeded
 	}
 }
 
-// failure is the error of a request on a failed stream: retryable when the
-// peer closed it gracefully, since it only does so after answering every
-// request it read.
-func (ob *outboundStream) failure() error {
-	if errors.Is(ob.err, errPeerClosed) {
-		return &retryableError{ob.err}
+// forget drops a request that stopped waiting; a late response is dropped.
+func (ob *outboundStream) forget(id string) {
+	ob.mu.Lock()
+	delete(ob.pending, id)
+	ob.mu.Unlock()
+}
+
+// readLoop reads responses until the stream ends, then fails what is left.
+func (ob *outboundStream) readLoop() {
+	s := ob.svc
+	defer s.readers.Done()
+	fr := frameReader{
+		br:          bufio.NewReader(ob.s),
+		max:         s.cfg.MaxMessageBytes,
+		setDeadline: ob.s.SetReadDeadline,
+		timeout:     s.cfg.ReadTimeout,
 	}
-	return ob.err
+	for {
+		body, started, err := fr.next()
+		if err != nil {
+			if !started && errors.Is(err, io.EOF) {
+				ob.fail(errPeerClosed, false)
+				return
+			}
+			if started {
+				s.rec.failed(metrics.Unknown, streamErrorReason(err))
+			}
+			ob.fail(fmt.Errorf("%w: %w", ErrStreamClosed, err), true)
+			return
+		}
+		// The response's ID is looked up as bytes: the waiting request
+		// gives it its own ID string (the same value) in roundTrip.
+		env := getEnvelope()
+		id, canonical, err := decodeEnvelopeInto(env, body)
+		if err == nil && env.V != EnvelopeVersion {
+			err = fmt.Errorf("%w: response version %d", ErrMalformed, env.V)
+		}
+		if err != nil {
+			s.rec.failed(metrics.Unknown, ReasonMalformed)
+			ob.fail(fmt.Errorf("%w: bad response: %w", ErrStreamClosed, err), true)
+			return
+		}
+		if !canonical {
+			id = []byte(env.ID)
+		}
+		s.rec.received(env.Type)
+		ob.mu.Lock()
+		ch := ob.pending[string(id)]
+		delete(ob.pending, string(id))
+		ob.mu.Unlock()
+		if ch != nil {
+			ch <- env
+		} else {
+			s.log.Debug("response without a waiting request", "peer", ob.peer.String(), "type", env.Type, "id", string(id))
+			env.release()
+		}
+	}
 }
 
 // fail ends the stream once: waiting requests see err, and the next
@@ -276,8 +285,6 @@ func (ob *outboundStream) fail(err error, reset bool) {
 	}
 	ob.err = err
 	ob.pending = nil
-	ob.leader = nil
-	ob.watch.Stop()
 	ob.mu.Unlock()
 	close(ob.done)
 

@@ -39,17 +39,6 @@ type frameReader struct {
 	// beforeWait, when set, runs before a read that may block (nothing
 	// is buffered): the server flushes the replies it gathered.
 	beforeWait func()
-
-	// A frame whose reading was interrupted: partial is set from the
-	// first byte of a frame that was not whole in the buffer until the
-	// frame is returned; want is its body length (-1 while the length
-	// prefix is incomplete) and got the bytes of body read so far.
-	partial   bool
-	want, got int
-	body      []byte
-	// midFrame, when set, runs when a frame begins that is not whole in
-	// the buffer: the requester reading responses bounds its rest.
-	midFrame func()
 }
 
 // waitIdle arranges the deadline for waiting on the next frame: at least
@@ -90,16 +79,7 @@ func (fr *frameReader) idleExpired(err error) bool {
 // call. started reports whether any byte of the frame had been received, so
 // the caller can tell a stream that ended (or idled) between frames from one
 // that broke inside a frame.
-//
-// A read error leaves the reader where it was: nothing of a frame is
-// consumed until its length prefix is whole, and the body read so far is
-// kept, so after a timeout (a requester that stopped waiting interrupted
-// the read) the next call resumes the same frame. Any other error ends the
-// stream, and the caller does not call again.
 func (fr *frameReader) next() (body []byte, started bool, err error) {
-	if fr.partial {
-		return fr.rest()
-	}
 	if fr.br.Buffered() == 0 {
 		if fr.beforeWait != nil {
 			fr.beforeWait()
@@ -149,62 +129,33 @@ func (fr *frameReader) next() (body []byte, started bool, err error) {
 			return nil, true, err
 		}
 	}
-	if fr.midFrame != nil {
-		fr.midFrame()
-	}
-	fr.partial, fr.want, fr.got = true, -1, 0
-	return fr.rest()
-}
-
-// rest reads the remainder of a frame begun by next: the length prefix,
-// peeked one more byte at a time so that an interrupted read consumes
-// nothing of it, then the body, whose progress is kept across calls.
-func (fr *frameReader) rest() ([]byte, bool, error) {
-	for fr.want < 0 {
-		hdr, _ := fr.br.Peek(min(fr.br.Buffered(), varint.MaxLenUvarint63))
-		n, k, err := varint.FromUvarint(hdr)
-		if errors.Is(err, varint.ErrUnderflow) && len(hdr) < varint.MaxLenUvarint63 {
-			if _, err := fr.br.Peek(len(hdr) + 1); err != nil {
-				return nil, true, unexpectedEOF(err)
-			}
-			continue
-		}
-		if err != nil {
-			fr.partial = false
+	n, err = varint.ReadUvarint(fr.br)
+	if err != nil {
+		if errors.Is(err, varint.ErrOverflow) || errors.Is(err, varint.ErrNotMinimal) {
 			return nil, true, fmt.Errorf("%w: length prefix: %w", ErrMalformed, err)
 		}
-		_, _ = fr.br.Discard(k)
-		if n > uint64(fr.max) {
-			fr.partial = false
-			return nil, true, fmt.Errorf("%w: %d bytes declared, limit %d", ErrFrameTooLarge, n, fr.max)
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
 		}
-		fr.want = int(n)
-		if n <= keptBufferBytes {
-			if cap(fr.buf) < fr.want {
-				fr.buf = make([]byte, max(fr.want, 512))
-			}
-			fr.body = fr.buf[:fr.want]
-		} else {
-			fr.body = make([]byte, fr.want)
+		return nil, true, err
+	}
+	if n > uint64(fr.max) {
+		return nil, true, fmt.Errorf("%w: %d bytes declared, limit %d", ErrFrameTooLarge, n, fr.max)
+	}
+	var buf []byte
+	if n <= keptBufferBytes {
+		if uint64(cap(fr.buf)) < n {
+			fr.buf = make([]byte, max(n, 512))
 		}
+		buf = fr.buf[:n]
+	} else {
+		buf = make([]byte, n)
 	}
-	for fr.got < fr.want {
-		m, err := fr.br.Read(fr.body[fr.got:])
-		fr.got += m
-		if err != nil && fr.got < fr.want {
-			return nil, true, unexpectedEOF(err)
+	if _, err := io.ReadFull(fr.br, buf); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
 		}
+		return nil, true, err
 	}
-	body := fr.body
-	fr.partial, fr.body = false, nil
-	return body, true, nil
-}
-
-// unexpectedEOF turns the end of the stream inside a frame into
-// io.ErrUnexpectedEOF.
-func unexpectedEOF(err error) error {
-	if errors.Is(err, io.EOF) {
-		return io.ErrUnexpectedEOF
-	}
-	return err
+	return buf, true, nil
 }

@@ -67,18 +67,17 @@ func outboundOf(a *testNode, p peer.ID) *outboundStream {
 	return a.svc.outbound[p]
 }
 
-// TestLeaderLeavesHalfReadFrame: the request reading the stream (the
-// leader) reaches its deadline while another request's large response is
-// half arrived. The leader returns at its deadline, the other request gets
-// its response whole, read on from where the leader stopped, and the
-// stream stays in use: nothing is reset or re-sent.
-func TestLeaderLeavesHalfReadFrame(t *testing.T) {
+// TestDeadlineWhileAResponseIsHalfArrived: one request reaches its deadline
+// while another request's large response is half arrived on the same kept
+// stream. The first returns at its deadline, the other gets its response
+// whole, and the stream stays in use: nothing is reset or re-sent.
+func TestDeadlineWhileAResponseIsHalfArrived(t *testing.T) {
 	a, b := newTestNode(t), newTestNode(t)
 	connect(t, a, b)
 	big := strings.Repeat("z", 200<<10) // many reads of the stream
-	gotFirst, gotSecond, leaderGone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	gotFirst, gotSecond, firstGone := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	scriptedPeer(t, b, func(s network.Stream, br *bufio.Reader) {
-		if readRequest(t, br) == nil { // the leader's: never answered
+		if readRequest(t, br) == nil { // the first: never answered
 			return
 		}
 		close(gotFirst)
@@ -92,7 +91,7 @@ func TestLeaderLeavesHalfReadFrame(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		<-leaderGone
+		<-firstGone
 		if _, err := s.Write(f[len(f)/2:]); err != nil {
 			t.Error(err)
 			return
@@ -100,13 +99,13 @@ func TestLeaderLeavesHalfReadFrame(t *testing.T) {
 		answerPings(t, s, br)
 	})
 
-	leaderCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	firstCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	leaderErr := make(chan error, 1)
+	firstErr := make(chan error, 1)
 	start := time.Now()
 	go func() {
-		_, err := a.svc.Request(leaderCtx, b.h.ID(), TypeTaskRequest, map[string]string{"text": "first"})
-		leaderErr <- err
+		_, err := a.svc.Request(firstCtx, b.h.ID(), TypeTaskRequest, map[string]string{"text": "first"})
+		firstErr <- err
 	}()
 	<-gotFirst
 	ob := outboundOf(a, b.h.ID())
@@ -127,15 +126,15 @@ func TestLeaderLeavesHalfReadFrame(t *testing.T) {
 	}()
 	<-gotSecond
 
-	err := <-leaderErr
+	err := <-firstErr
 	took := time.Since(start)
 	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("leader: %v, want its deadline", err)
+		t.Fatalf("first request: %v, want its deadline", err)
 	}
 	if took < 2*time.Second || took > 3*time.Second {
-		t.Errorf("leader returned after %v, want its 2s deadline", took)
+		t.Errorf("first request returned after %v, want its 2s deadline", took)
 	}
-	close(leaderGone)
+	close(firstGone)
 	r := <-second
 	if r.err != nil || r.text != big {
 		t.Fatalf("second request: %d bytes, %v; want the %d bytes sent", len(r.text), r.err, len(big))
@@ -148,20 +147,20 @@ func TestLeaderLeavesHalfReadFrame(t *testing.T) {
 	}
 }
 
-// TestCancelledLeaderPassesReading: a leader without a deadline whose
-// context is cancelled returns at once, and the request waiting behind it
+// TestCancelledRequestReturnsAtOnce: a request without a deadline whose
+// context is cancelled returns at once, and the request waiting beside it
 // gets its response; the late response to the cancelled one is dropped.
-func TestCancelledLeaderPassesReading(t *testing.T) {
+func TestCancelledRequestReturnsAtOnce(t *testing.T) {
 	a, b := newTestNode(t), newTestNode(t)
 	connect(t, a, b)
-	gotBoth, leaderGone := make(chan struct{}), make(chan struct{})
+	gotBoth, firstGone := make(chan struct{}), make(chan struct{})
 	scriptedPeer(t, b, func(s network.Stream, br *bufio.Reader) {
 		first, second := readRequest(t, br), readRequest(t, br)
 		if first == nil || second == nil {
 			return
 		}
 		close(gotBoth)
-		<-leaderGone
+		<-firstGone
 		for _, f := range [][]byte{replyFrame(t, first, "late"), replyFrame(t, second, "second")} {
 			if _, err := s.Write(f); err != nil {
 				t.Error(err)
@@ -171,11 +170,11 @@ func TestCancelledLeaderPassesReading(t *testing.T) {
 		answerPings(t, s, br)
 	})
 
-	leaderCtx, cancelLeader := context.WithCancel(context.Background())
-	leaderErr := make(chan error, 1)
+	firstCtx, cancelFirst := context.WithCancel(context.Background())
+	firstErr := make(chan error, 1)
 	go func() {
-		_, err := a.svc.Request(leaderCtx, b.h.ID(), TypeTaskRequest, map[string]string{"text": "first"})
-		leaderErr <- err
+		_, err := a.svc.Request(firstCtx, b.h.ID(), TypeTaskRequest, map[string]string{"text": "first"})
+		firstErr <- err
 	}()
 	// The second request starts once the first is on the wire.
 	for outboundOf(a, b.h.ID()) == nil {
@@ -196,11 +195,11 @@ func TestCancelledLeaderPassesReading(t *testing.T) {
 		second <- err
 	}()
 	<-gotBoth
-	time.Sleep(50 * time.Millisecond) // both are waiting: one reads
+	time.Sleep(50 * time.Millisecond) // both are waiting
 	cancelled := time.Now()
-	cancelLeader()
+	cancelFirst()
 	select {
-	case err := <-leaderErr:
+	case err := <-firstErr:
 		if !errors.Is(err, context.Canceled) {
 			t.Fatalf("cancelled request: %v, want context.Canceled", err)
 		}
@@ -210,7 +209,7 @@ func TestCancelledLeaderPassesReading(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("cancelled request did not return")
 	}
-	close(leaderGone)
+	close(firstGone)
 	if err := <-second; err != nil {
 		t.Fatalf("second request: %v", err)
 	}
@@ -219,12 +218,11 @@ func TestCancelledLeaderPassesReading(t *testing.T) {
 	}
 }
 
-// TestLeadersComeAndGo: 16 goroutines share one kept stream; a third of
-// their requests are answered only after the requester's deadline, so
-// readers leave all the time, at every point of the reading. Every other
-// request is answered with its own reply, and every late one returns at
-// its deadline.
-func TestLeadersComeAndGo(t *testing.T) {
+// TestExpiringRequestsAmongOthers: 16 goroutines share one kept stream; a
+// third of their requests are answered only after the requester's
+// deadline. Every other request is answered with its own reply, and every
+// late one returns at its deadline.
+func TestExpiringRequestsAmongOthers(t *testing.T) {
 	a := newTestNode(t)
 	b := newTestNode(t, withService(func(c *ServiceConfig) { c.MaxHandlersPerPeer, c.MaxConcurrentPerStream = 1024, 1024 }))
 	connect(t, a, b)
