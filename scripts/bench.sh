@@ -27,6 +27,8 @@ command -v taskset >/dev/null && pin=(taskset -c 1)
 	-test.benchtime 300x -test.count "$COUNT" | tee "$out/overhead.txt"
 run storage-local ./internal/storage/local 'Benchmark(Put|Get)'
 run storage-redis ./internal/storage/redis 'Benchmark(Put|Get)'
+# Store and raw go-redis in interleaved rounds with an A/A control.
+run storage-redis-paired ./internal/storage/redis 'BenchmarkStoreVsRawPaired' 60x
 run p2p         ./internal/p2p/...       'Benchmark(Ping|MetricsMiddleware|Codec|FullMesh)'
 # The responder of this one is a second process (the test binary re-executed);
 # b.N is a number of rounds of raw A, service, raw B in rotating order.

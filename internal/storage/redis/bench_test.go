@@ -280,3 +280,85 @@ func BenchmarkClusterWrite(b *testing.B) {
 		storagetest.BenchOps(b, 1, func(i int) error { return st.Delete(ctx, keys[i%benchKeys], storage.Strong) })
 	})
 }
+
+// pairedRoundOps is the number of operations of one variant in one round
+// of BenchmarkStoreVsRawPaired.
+const pairedRoundOps = 200
+
+// BenchmarkStoreVsRawPaired runs the store and the raw go-redis command in
+// interleaved rounds, one client: per sub-benchmark three variants (raw A,
+// store, raw B as the A/A control) run pairedRoundOps operations each per
+// round, in rotating order (testenv.PairedOrders), so that drift and load
+// hit all three alike. b.N is the number of rounds. Reported as medians of
+// the per-round ratios: store/raw (store time over the mean of raw A and
+// B; 1.10 is 10 % slower), control (raw A over raw B), and ns/op and
+// raw-ns/op (medians of the per-operation times).
+//
+//	put          raw SET vs the store's Strong Put (SET and index entry)
+//	put-indexed  the store's MULTI/EXEC of ZADD and SET sent raw vs Put:
+//	             the store's own overhead over the same Redis work
+//	get          raw GET vs the store's Strong Get
+func BenchmarkStoreVsRawPaired(b *testing.B) {
+	ctx := context.Background()
+	f := newBenchFixture(b)
+	cl := f.raw.Client()
+	rawSet := func(i int) error { return cl.Set(ctx, f.wireKeys[i%benchKeys], f.value, 0).Err() }
+	rawIndexed := func(i int) error {
+		k := f.keys[i%benchKeys]
+		_, err := cl.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.ZAdd(ctx, redisstore.IndexKeyOf(f.raw, k), redis.Z{Member: k})
+			p.Set(ctx, f.wireKeys[i%benchKeys], f.value, 0)
+			return nil
+		})
+		return err
+	}
+	put := func(i int) error { return f.store.Put(ctx, f.keys[i%benchKeys], f.value, storage.Strong) }
+	rawGet := func(i int) error {
+		_, err := cl.Get(ctx, f.wireKeys[(i*7919)%benchKeys]).Bytes()
+		return err
+	}
+	get := func(i int) error {
+		_, err := f.store.Get(ctx, f.keys[(i*7919)%benchKeys], storage.Strong)
+		return err
+	}
+	for _, c := range []struct {
+		name    string
+		raw, op func(int) error
+	}{{"put", rawSet, put}, {"put-indexed", rawIndexed, put}, {"get", rawGet, get}} {
+		b.Run(c.name, func(b *testing.B) {
+			variants := [3]func(int) error{c.raw, c.op, c.raw}
+			var next int
+			run := func(k int) time.Duration {
+				start := time.Now()
+				for range pairedRoundOps {
+					if err := variants[k](next); err != nil {
+						b.Fatal(err)
+					}
+					next++
+				}
+				return time.Since(start)
+			}
+			for k := range variants { // warm every variant
+				run(k)
+			}
+			var ratio, control, opNs, rawNs []float64
+			var t [3]time.Duration
+			b.ResetTimer()
+			for r := range b.N {
+				for _, k := range testenv.PairedOrders[r%len(testenv.PairedOrders)] {
+					t[k] = run(k)
+				}
+				raw := (t[0] + t[2]).Seconds() / 2
+				ratio = append(ratio, t[1].Seconds()/raw)
+				control = append(control, t[0].Seconds()/t[2].Seconds())
+				opNs = append(opNs, float64(t[1].Nanoseconds())/pairedRoundOps)
+				rawNs = append(rawNs, raw*1e9/pairedRoundOps)
+			}
+			b.StopTimer()
+			b.ReportMetric(testenv.Median(opNs), "ns/op")
+			b.ReportMetric(testenv.Median(rawNs), "raw-ns/op")
+			b.ReportMetric(testenv.Median(ratio), "store/raw")
+			b.ReportMetric(testenv.Median(control), "control")
+		})
+	}
+}
