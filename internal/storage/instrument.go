@@ -16,7 +16,7 @@ import (
 // opMetrics are the label children of one operation, resolved at construction.
 type opMetrics struct {
 	total    prometheus.Counter
-	duration prometheus.Observer
+	duration *metrics.Histogram
 	errors   prometheus.Counter
 	span     string // "storage get", ...
 }
