@@ -29,8 +29,10 @@ import (
 // 2^nativeMaxExp], about 0.9 picoseconds to 194 days when the unit is the
 // second, are counted in the array without a lock; anything else (smaller,
 // larger, negative, infinite, NaN) takes a slow path under a mutex. At schema
-// 3 (bucket factor 1.1) the array holds 513 counters (4 KiB) per child; at the
-// finest schema, 8, it holds 16,385 (128 KiB).
+// 3 (bucket factor 1.1) the array holds 513 native buckets, plus one counter
+// per classic bound in the range (see fastPath): 531 counters (4.2 KiB) per
+// child of storage_operation_duration_seconds; at the finest schema, 8,
+// 16,385 buckets (128 KiB).
 const (
 	nativeMinExp = -40
 	nativeMaxExp = 24
@@ -189,31 +191,53 @@ type histLayout struct {
 	max    uint32  // NativeHistogramMaxBucketNumber; 0: no limit
 	bounds []float64
 	fast   fastPath
+	counts int // of the native array of a child
 }
 
-// fastPath are the tables with which Observe finds the native bucket of a
-// value in the array from the bits of the float, without a search:
+// fastPath is what Observe reads, laid out so that an observation touches
+// few cache lines (the first line of the Histogram, one entry of frac, one of
+// slots, one counter): a message's observation comes after the kernel's
+// network path has evicted them, and each miss costs more than the
+// arithmetic.
 //
-// A positive normal float is 1.m * 2^(e-1023) = 0.5*1.m * 2^(e-1022), so its
+// The native bucket comes from the bits of the float, without a search. A
+// positive normal float is 1.m * 2^(e-1023) = 0.5*1.m * 2^(e-1022), so its
 // bucket at schema t >= 0 is (e-1023)<<t + i, i the index of the first bound
 // >= 0.5*1.m. All bounds lie in [0.5, 1) and share one exponent, so comparing
 // them is comparing their 52-bit mantissas. The top t+1 bits of m select one
 // of 2^(t+1) cells of [0.5, 1), each narrower than the narrowest bucket
 // (0.5/2^(t+1) = 0.25/2^t against 0.5*(2^(2^-t)-1) >= 0.34/2^t), so a cell
-// holds at most one bound: cell[c] is the first bound at or above the start
+// holds at most one bound: frac[c] is the first bound at or above the start
 // of cell c, and one comparison of m against it gives i. A negative schema
 // merges 2^-s buckets of schema 0 by a shift, as client_golang does.
+//
+// The classic bucket comes from the native one: slots[k-keyLo] knows the
+// first classic bound that is not below the values of native bucket k.
+// Unless the bucket straddles that bound, a value's classic bucket is that
+// bound's, and its counter is the slot's first; a value above it (in the
+// slot) counts in the next counter, and so on if more bounds fall in the
+// slot. One counter thus stands for a native and a classic bucket at once.
 type fastPath struct {
-	zt          float64  // values <= zt take the slow path; +Inf without native buckets
-	cellShift   uint     // 52 - (t+1)
-	t           uint     // max(schema, 0)
-	coarse      uint     // -schema for a negative schema, else 0
-	off         int      // 1<<coarse - 1
-	keyLo       int      // native key of the first slot of the array
-	cell        []uint16 // by the top t+1 bits of the mantissa
-	mant        []uint64 // mantissas of the bounds, then a sentinel above any mantissa
-	classicFrom []int32  // by slot: the classic buckets below every value of the slot
-	upper       []float64
+	zt     float64    // values <= zt take the slow path; +Inf without native buckets
+	frac   []fracCell // by the top t+1 bits of the mantissa
+	slots  []slotInfo // by native key - keyLo
+	keyLo  int32      // native key of the first slot
+	shift  uint8      // 52 - (t+1)
+	t      uint8      // max(schema, 0)
+	coarse uint8      // -schema for a negative schema, else 0
+}
+
+// fracCell is one cell of [0.5, 1) (see fastPath).
+type fracCell struct {
+	mant uint64 // mantissa of the first bound at or above the cell's start; above any for none
+	i    int64  // index of that bound
+}
+
+// slotInfo is one native bucket of the array (see fastPath).
+type slotInfo struct {
+	bound   float64 // the first classic bound not below the slot's values, +Inf for none
+	classic int32   // its index: the number of classic bounds below every value of the slot
+	count   int32   // index of the slot's first counter
 }
 
 const mantMask = 1<<52 - 1
@@ -223,14 +247,14 @@ const mantMask = 1<<52 - 1
 func (f *fastPath) key(v float64) int {
 	bits := math.Float64bits(v)
 	m := bits & mantMask
-	j := f.cell[m>>f.cellShift]
-	i := int(j)
-	if m > f.mant[j] {
+	c := f.frac[m>>f.shift]
+	i := int(c.i)
+	if m > c.mant {
 		i++
 	}
 	key := (int(bits>>52)-1023)<<f.t + i
 	if f.coarse != 0 {
-		key = (key + f.off) >> f.coarse
+		key = (key + 1<<f.coarse - 1) >> f.coarse
 	}
 	return key
 }
@@ -251,7 +275,6 @@ func newHistLayout(desc *prometheus.Desc, opts prometheus.HistogramOpts) *histLa
 		}
 	}
 	l.upper = slices.Clone(l.upper)
-	l.fast.upper = l.upper
 	l.fast.zt = math.Inf(+1)
 	if !l.native {
 		return l
@@ -268,35 +291,33 @@ func newHistLayout(desc *prometheus.Desc, opts prometheus.HistogramOpts) *histLa
 
 	f := &l.fast
 	f.zt = l.zt
-	f.t = uint(max(l.schema, 0))
-	if l.schema < 0 {
-		f.coarse = uint(-l.schema)
-		f.off = 1<<f.coarse - 1
-	}
-	f.cellShift = 52 - (f.t + 1)
-	f.mant = make([]uint64, len(l.bounds)+1)
+	t := uint(max(l.schema, 0))
+	f.t = uint8(t)
+	f.coarse = uint8(max(-l.schema, 0))
+	f.shift = uint8(52 - (t + 1))
+	mant := make([]uint64, len(l.bounds)+1)
 	for i, b := range l.bounds {
-		f.mant[i] = math.Float64bits(b) & mantMask
+		mant[i] = math.Float64bits(b) & mantMask
 	}
-	f.mant[len(l.bounds)] = math.MaxUint64
-	f.cell = make([]uint16, 1<<(f.t+1))
+	mant[len(l.bounds)] = math.MaxUint64
+	f.frac = make([]fracCell, 1<<(t+1))
 	j := 0
-	for c := range f.cell {
-		start := uint64(c) << f.cellShift
-		for f.mant[j] < start {
+	for c := range f.frac {
+		start := uint64(c) << f.shift
+		for mant[j] < start {
 			j++
 		}
-		if j+1 < len(l.bounds) && f.mant[j+1] < start+1<<f.cellShift {
+		if j+1 < len(l.bounds) && mant[j+1] < start+1<<f.shift {
 			panic("metrics: two native bucket bounds in one cell") // cannot happen, see fastPath
 		}
-		f.cell[c] = uint16(j)
+		f.frac[c] = fracCell{mant: mant[j], i: int64(j)}
 	}
-	f.keyLo = nativeKey(math.Ldexp(1, nativeMinExp), l.schema, l.bounds)
+	keyLo := nativeKey(math.Ldexp(1, nativeMinExp), l.schema, l.bounds)
 	keyHi := nativeKey(math.Ldexp(1, nativeMaxExp), l.schema, l.bounds)
+	f.keyLo = int32(keyLo)
 	// A classic bound in a native bucket before a slot's is below every
 	// value of the slot (a bucket's values exceed the previous bucket's upper
-	// bound): classicFrom counts them, and Observe compares v only with the
-	// bounds from there on, in practice none or one.
+	// bound); one in a later bucket is above every value of the slot.
 	boundKeys := make([]int, len(l.upper))
 	for i, b := range l.upper {
 		boundKeys[i] = math.MinInt
@@ -304,19 +325,35 @@ func newHistLayout(desc *prometheus.Desc, opts prometheus.HistogramOpts) *histLa
 			boundKeys[i] = nativeKey(b, l.schema, l.bounds)
 		}
 	}
-	f.classicFrom = make([]int32, keyHi-f.keyLo+1)
-	n := 0
-	for i := range f.classicFrom {
-		for n < len(boundKeys) && boundKeys[n] < f.keyLo+i {
-			n++
+	f.slots = make([]slotInfo, keyHi-keyLo+1)
+	k, counts := 0, 0
+	for i := range f.slots {
+		for k < len(boundKeys) && boundKeys[k] < keyLo+i {
+			k++
 		}
-		f.classicFrom[i] = int32(n)
+		bound := math.Inf(+1)
+		if k < len(l.upper) {
+			bound = l.upper[k]
+		}
+		f.slots[i] = slotInfo{bound: bound, classic: int32(k), count: int32(counts)}
+		counts++ // and one per classic bound in the slot:
+		for b := k; b < len(boundKeys) && boundKeys[b] == keyLo+i; b++ {
+			counts++
+		}
 	}
+	l.counts = counts
 	return l
 }
 
-// slots returns the length of the native array of a child.
-func (l *histLayout) slots() int { return len(l.fast.classicFrom) }
+// boundsBelow returns the number of classic bounds from the k-th on that
+// are below v, v being above the k-th.
+func (l *histLayout) boundsBelow(v float64, k int) int {
+	n := k + 1
+	for n < len(l.upper) && v > l.upper[n] {
+		n++
+	}
+	return n - k
+}
 
 // classicIndex returns the classic bucket of v: the first upper bound >= v,
 // or len(upper) (the +Inf bucket) for a larger value or NaN.
@@ -335,14 +372,16 @@ func (l *histLayout) classicIndex(v float64) int {
 // alone.
 type Histogram struct {
 	fast fastPath // a copy of the layout's, saving a pointer hop in Observe
-	l    *histLayout
 
-	// native counts the values in (2^nativeMinExp, 2^nativeMaxExp] by native
-	// bucket, at the configured schema; classic by classic bucket, the last
-	// being +Inf (and NaN).
-	native  []uint64
-	classic []uint64
+	// counts count the values in (2^nativeMinExp, 2^nativeMaxExp] by native
+	// bucket at the configured schema and, within it, by classic bucket (see
+	// fastPath): one counter an observation gives both buckets. classic
+	// counts the other observations by classic bucket, the last being +Inf
+	// (and NaN): with native buckets, those of the slow path.
+	counts  []uint64
 	sumBits atomic.Uint64
+	l       *histLayout
+	classic []uint64
 	zero    atomic.Uint64 // native zero bucket: |v| <= zero threshold
 	nan     atomic.Uint64 // NaN observations: in the count, in no native bucket
 
@@ -364,29 +403,26 @@ func newHistogramChild(l *histLayout, labelValues []string) *Histogram {
 		created:    time.Now(),
 	}
 	if l.native {
-		h.native = make([]uint64, l.slots())
+		h.counts = make([]uint64, l.counts)
 	}
 	return h
 }
 
 // Observe records v. It never allocates, and it takes no lock unless v is
 // outside the native array (see nativeMinExp) and above the zero threshold
-// or negative: a value in the array costs three atomic operations (native
-// bucket, classic bucket, the sum as a compare-and-swap loop) and no search.
-//
-// Order matters for a scrape running concurrently (see Write): the native
-// bucket (or the zero bucket, or the NaN count) is incremented BEFORE the
-// classic bucket.
+// or negative: a value in the array costs two atomic operations (its
+// counter, which stands for its native and its classic bucket at once, and
+// the sum as a compare-and-swap loop) and no search.
 func (h *Histogram) Observe(v float64) {
 	f := &h.fast
 	if v > f.zt { // false for NaN, zero and negative values
-		if slot := f.key(v) - f.keyLo; uint(slot) < uint(len(h.native)) {
-			atomic.AddUint64(&h.native[slot], 1)
-			k := int(f.classicFrom[slot])
-			for k < len(f.upper) && v > f.upper[k] {
-				k++
+		if slot := f.key(v) - int(f.keyLo); uint(slot) < uint(len(f.slots)) {
+			s := &f.slots[slot]
+			n := int(s.count)
+			if v > s.bound {
+				n += h.l.boundsBelow(v, int(s.classic))
 			}
-			atomic.AddUint64(&h.classic[k], 1)
+			atomic.AddUint64(&h.counts[n], 1)
 			h.addSum(v)
 			return
 		}
@@ -396,7 +432,9 @@ func (h *Histogram) Observe(v float64) {
 
 // observeSlow records what the array does not hold: values without native
 // buckets, in the zero bucket, outside the array's range, negative, infinite
-// or NaN.
+// or NaN. For a scrape running concurrently (see Write), the native bucket
+// (or the zero bucket, or the NaN count) is incremented BEFORE the classic
+// bucket.
 func (h *Histogram) observeSlow(v float64) {
 	l := h.l
 	switch {
@@ -508,12 +546,14 @@ type keyCount struct {
 // and a rejected sample fails the whole scrape. So the count is not a counter
 // of its own: with native buckets it is derived from the very native counts
 // exposed (plus the NaN observations, which make the sum NaN), and it equals
-// their total by construction. The classic buckets are read BEFORE the native
-// ones while Observe increments the native bucket BEFORE the classic one: every
-// classic increment seen belongs to an observation whose native increment is
-// seen too, so each cumulative classic count is at most the count (the +Inf
-// bucket, which the expositions derive from the count, stays the largest).
-// Without native buckets the count is the total of the classic buckets.
+// their total by construction. A value in the array has one counter for its
+// native and its classic bucket, read once for both. The slow path's classic
+// counters are read BEFORE its native ones while observeSlow increments the
+// native bucket BEFORE the classic one: every classic increment seen belongs
+// to an observation whose native increment is seen too, so each cumulative
+// classic count is at most the count (the +Inf bucket, which the expositions
+// derive from the count, stays the largest). Without native buckets the
+// count is the total of the classic buckets.
 func (h *Histogram) Write(out *dto.Metric) error {
 	l := h.l
 	classic := make([]uint64, len(h.classic))
@@ -525,7 +565,7 @@ func (h *Histogram) Write(out *dto.Metric) error {
 	if l.native {
 		nan := h.nan.Load()
 		zero := h.zero.Load()
-		pos, neg := h.nativeBuckets()
+		pos, neg := h.nativeBuckets(classic)
 		count = nan + zero
 		for _, b := range pos {
 			count += b.count
@@ -578,12 +618,13 @@ func (h *Histogram) Write(out *dto.Metric) error {
 }
 
 // nativeBuckets returns the populated native buckets, positive and
-// negative, sorted by key, at the configured schema.
-func (h *Histogram) nativeBuckets() (pos, neg []keyCount) {
+// negative, sorted by key, at the configured schema, and adds the values of
+// the array to their classic buckets in classic.
+func (h *Histogram) nativeBuckets(classic []uint64) (pos, neg []keyCount) {
 	h.mu.Lock()
 	var below, above []keyCount
 	for k, c := range h.pos {
-		if k < h.fast.keyLo {
+		if k < int(h.fast.keyLo) {
 			below = append(below, keyCount{k, c})
 		} else {
 			above = append(above, keyCount{k, c})
@@ -598,9 +639,20 @@ func (h *Histogram) nativeBuckets() (pos, neg []keyCount) {
 	slices.SortFunc(above, byKey)
 	slices.SortFunc(neg, byKey)
 	pos = below
-	for i := range h.native {
-		if c := atomic.LoadUint64(&h.native[i]); c > 0 {
-			pos = append(pos, keyCount{h.fast.keyLo + i, c})
+	f := &h.fast
+	for i, s := range f.slots {
+		end := len(h.counts)
+		if i+1 < len(f.slots) {
+			end = int(f.slots[i+1].count)
+		}
+		var n uint64
+		for j := int(s.count); j < end; j++ {
+			c := atomic.LoadUint64(&h.counts[j])
+			classic[int(s.classic)+j-int(s.count)] += c
+			n += c
+		}
+		if n > 0 {
+			pos = append(pos, keyCount{int(f.keyLo) + i, n})
 		}
 	}
 	return append(pos, above...), neg
