@@ -6,7 +6,6 @@ package metrics
 
 import (
 	"slices"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -29,13 +28,13 @@ var MessageBuckets = []float64{
 
 // Native histogram settings shared by every duration histogram. A factor of
 // 1.1 gives buckets about 10 % wide (schema 3) at every scale, so microsecond
-// handler and storage latencies are resolved as well as seconds-long tasks;
-// the bucket count per series is capped, after which client_golang widens
-// the buckets, and a reset at most once an hour keeps the resolution high.
+// handler and storage latencies are resolved as well as seconds-long tasks.
+// At most NativeMaxBuckets buckets are exposed per series: beyond, the
+// exposition halves the resolution (see NewHistogramVec) until they fit;
+// the counts are kept at full resolution and never reset.
 const (
-	NativeBucketFactor    = 1.1
-	NativeMaxBuckets      = 160
-	NativeMinResetSeconds = 3600
+	NativeBucketFactor = 1.1
+	NativeMaxBuckets   = 160
 )
 
 // durationOpts returns the options of a duration histogram: the classic
@@ -44,12 +43,11 @@ const (
 // (Prometheus with --enable-feature=native-histograms) receives.
 func durationOpts(name, help string, buckets []float64) prometheus.HistogramOpts {
 	return prometheus.HistogramOpts{
-		Name:                            name,
-		Help:                            help,
-		Buckets:                         buckets,
-		NativeHistogramBucketFactor:     NativeBucketFactor,
-		NativeHistogramMaxBucketNumber:  NativeMaxBuckets,
-		NativeHistogramMinResetDuration: NativeMinResetSeconds * time.Second,
+		Name:                           name,
+		Help:                           help,
+		Buckets:                        buckets,
+		NativeHistogramBucketFactor:    NativeBucketFactor,
+		NativeHistogramMaxBucketNumber: NativeMaxBuckets,
 	}
 }
 
@@ -86,7 +84,7 @@ func (c closedSet) withUnknown() []string {
 // operation and backend.
 type Storage struct {
 	Operations *prometheus.CounterVec
-	Duration   *prometheus.HistogramVec
+	Duration   *HistogramVec
 	Errors     *prometheus.CounterVec
 
 	backends closedSet
@@ -101,7 +99,7 @@ func NewStorage(reg prometheus.Registerer, backends []string) *Storage {
 			Name: "storage_operations_total",
 			Help: "Storage operations attempted by the node, by operation (get, put, delete, list) and backend (local, redis). Moves on every operation, successful or not.",
 		}, []string{"operation", "backend"}),
-		Duration: prometheus.NewHistogramVec(durationOpts("storage_operation_duration_seconds",
+		Duration: NewHistogramVec(durationOpts("storage_operation_duration_seconds",
 			"Wall-clock duration of storage operations in seconds, including retries, by operation and backend. Buckets start at 5 microseconds.",
 			StorageBuckets), []string{"operation", "backend"}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -128,7 +126,7 @@ type MessageLabels struct {
 // Messages is the message family set recorded by the message middleware.
 type Messages struct {
 	Received *prometheus.CounterVec
-	Duration *prometheus.HistogramVec
+	Duration *HistogramVec
 	Errors   *prometheus.CounterVec
 	Sent     *prometheus.CounterVec
 
@@ -144,7 +142,7 @@ type Messages struct {
 // once so that recording does no label lookup.
 type TypeMetrics struct {
 	Received prometheus.Counter
-	Duration prometheus.Observer
+	Duration *Histogram
 	Sent     prometheus.Counter
 	errors   map[string]prometheus.Counter
 	errUnk   prometheus.Counter
@@ -166,7 +164,7 @@ func NewMessages(reg prometheus.Registerer, l MessageLabels) *Messages {
 			Name: "messages_received_total",
 			Help: "Messages received from peers, by message type, counted before handling (so malformed and rejected messages are included). Unrecognised types are counted as \"unknown\".",
 		}, []string{"type"}),
-		Duration: prometheus.NewHistogramVec(durationOpts("message_processing_duration_seconds",
+		Duration: NewHistogramVec(durationOpts("message_processing_duration_seconds",
 			"Time to handle one inbound message in seconds, from the arrival of its frame to its reply being ready, by message type.",
 			MessageBuckets), []string{"type"}),
 		Errors: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -234,7 +232,7 @@ type TaskLabels struct {
 // Tasks is the task family set recorded by the task engine on the executing node.
 type Tasks struct {
 	Total    *prometheus.CounterVec
-	Duration *prometheus.HistogramVec
+	Duration *HistogramVec
 	// Running and Queued are the tasks executing and waiting for a slot.
 	Running prometheus.Gauge
 	Queued  prometheus.Gauge
@@ -256,7 +254,7 @@ func NewTasks(reg prometheus.Registerer, l TaskLabels) *Tasks {
 			Name: "tasks_total",
 			Help: "Tasks executed on this node, by task type and outcome (succeeded, failed, cancelled).",
 		}, []string{"type", "outcome"}),
-		Duration: prometheus.NewHistogramVec(durationOpts("task_duration_seconds",
+		Duration: NewHistogramVec(durationOpts("task_duration_seconds",
 			"Execution time of tasks on this node in seconds, by task type.",
 			TaskBuckets), []string{"type"}),
 		Running: prometheus.NewGauge(prometheus.GaugeOpts{

@@ -16,7 +16,7 @@ import (
 // opMetrics are the label children of one operation, resolved at construction.
 type opMetrics struct {
 	total    prometheus.Counter
-	duration prometheus.Observer
+	duration *metrics.Histogram
 	errors   prometheus.Counter
 	span     string // "storage get", ...
 }
@@ -66,6 +66,7 @@ func (in *instrumented) start(ctx context.Context, op Operation) (context.Contex
 }
 
 func (in *instrumented) record(ctx context.Context, span tracing.Span, op Operation, start time.Duration, err error) {
+	d := metrics.Since(start)
 	m := &in.ops[op]
 	m.total.Inc()
 	failed := err != nil && !errors.Is(err, ErrNotFound)
@@ -73,10 +74,10 @@ func (in *instrumented) record(ctx context.Context, span tracing.Span, op Operat
 		m.errors.Inc()
 	}
 	if !span.Recording() {
-		m.duration.Observe(metrics.Since(start))
+		m.duration.Observe(d)
 		return
 	}
-	tracing.Observe(ctx, m.duration, metrics.Since(start))
+	tracing.Observe(ctx, m.duration, d)
 	span.SetAttributes(in.backend)
 	if failed {
 		span.End(err)

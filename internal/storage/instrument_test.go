@@ -328,7 +328,7 @@ func TestInstrumentTraced(t *testing.T) {
 		t.Fatalf("%d traces stored, want 1 (the unsampled get made none)", n)
 	}
 	var dm dto.Metric
-	if err := m.Duration.WithLabelValues("put", "redis").(prometheus.Metric).Write(&dm); err != nil {
+	if err := m.Duration.WithLabelValues("put", "redis").Write(&dm); err != nil {
 		t.Fatal(err)
 	}
 	found := false

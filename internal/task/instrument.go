@@ -17,7 +17,7 @@ import (
 type instrumented struct {
 	next                         Executor
 	succeeded, failed, cancelled prometheus.Counter
-	duration                     prometheus.Observer
+	duration                     *metrics.Histogram
 	busy, tooLarge               prometheus.Counter
 	tr                           *tracing.Tracing
 	typ                          attribute.KeyValue
