@@ -168,7 +168,10 @@ func realistic(s int32, upper []float64, exps []int, sigma float64) []float64 {
 	vs = append(vs, withNeighbours(upper...)...)
 	for _, e := range exps {
 		for _, b := range fracBounds(s) {
-			vs = append(vs, withNeighbours(math.Ldexp(b, e))...)
+			// Beside each native bound, not on it: client_golang's table
+			// of bounds differs from ours by a few ulp (see nativeBounds8).
+			v := math.Ldexp(b, e)
+			vs = append(vs, v*(1-1e-12), v*(1+1e-12))
 		}
 	}
 	for d := 1e-6; d <= 10; d *= 1.7 {
@@ -314,6 +317,17 @@ func TestNativeKeyFastPath(t *testing.T) {
 			}
 			if got, want := l.fast.key(v), nativeKey(v, s, l.bounds); got != want {
 				t.Fatalf("schema %d, %v (%x): fast key %d, want %d", s, v, math.Float64bits(v), got, want)
+			}
+		}
+		// The reference itself: a bucket's upper bound is in it, the next
+		// float is in the next bucket (at schema s >= 0, where every bound
+		// of l.bounds is a bucket's).
+		for e := -30; e <= 10 && s >= 0; e++ {
+			for _, b := range l.bounds {
+				v := math.Ldexp(b, e)
+				if k, next := nativeKey(v, s, l.bounds), nativeKey(nextUp(v), s, l.bounds); next != k+1 {
+					t.Fatalf("schema %d: bound %v in bucket %d, the next float in %d", s, v, k, next)
+				}
 			}
 		}
 	}
