@@ -61,6 +61,19 @@ func answerPings(t *testing.T, s network.Stream, br *bufio.Reader) {
 	}
 }
 
+// requestText sends a task.request {"text": text} from a to b within limit
+// and returns the text of the reply.
+func requestText(a, b *testNode, text string, limit time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	resp, err := a.svc.Request(ctx, b.h.ID(), TypeTaskRequest, map[string]string{"text": text})
+	var out struct{ Text string }
+	if err == nil {
+		err = resp.DecodePayload(&out)
+	}
+	return out.Text, err
+}
+
 func outboundOf(a *testNode, p peer.ID) *outboundStream {
 	a.svc.smu.Lock()
 	defer a.svc.smu.Unlock()
@@ -115,14 +128,8 @@ func TestDeadlineWhileAResponseIsHalfArrived(t *testing.T) {
 	}
 	second := make(chan result, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		resp, err := a.svc.Request(ctx, b.h.ID(), TypeTaskRequest, map[string]string{"text": "second"})
-		var out struct{ Text string }
-		if err == nil {
-			err = resp.DecodePayload(&out)
-		}
-		second <- result{out.Text, err}
+		text, err := requestText(a, b, "second", 20*time.Second)
+		second <- result{text, err}
 	}()
 	<-gotSecond
 
@@ -182,15 +189,9 @@ func TestCancelledRequestReturnsAtOnce(t *testing.T) {
 	}
 	second := make(chan error, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		resp, err := a.svc.Request(ctx, b.h.ID(), TypeTaskRequest, map[string]string{"text": "second"})
-		var out struct{ Text string }
-		if err == nil {
-			err = resp.DecodePayload(&out)
-		}
-		if err == nil && out.Text != "second" {
-			err = fmt.Errorf("answered %q", out.Text)
+		text, err := requestText(a, b, "second", 20*time.Second)
+		if err == nil && text != "second" {
+			err = fmt.Errorf("answered %q", text)
 		}
 		second <- err
 	}()

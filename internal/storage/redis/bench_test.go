@@ -61,6 +61,18 @@ func newBenchFixture(b *testing.B) *benchFixture {
 
 var clientCounts = []int{1, 16}
 
+// rawIndexedPut sends the store's write of key i raw: MULTI, ZADD of the
+// index entry, SET, EXEC.
+func (f *benchFixture) rawIndexedPut(ctx context.Context, i int) error {
+	k := f.keys[i%benchKeys]
+	_, err := f.raw.Client().TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, redisstore.IndexKeyOf(f.raw, k), redis.Z{Member: k})
+		p.Set(ctx, f.wireKeys[i%benchKeys], f.value, 0)
+		return nil
+	})
+	return err
+}
+
 // BenchmarkPut compares a raw go-redis SET (same client, same pool) with
 // the store's Strong Put (MinReplicas 0: the SET and its index entry in one
 // MULTI/EXEC, plus the store's error mapping, validation and instrumentation).
@@ -76,15 +88,7 @@ func BenchmarkPut(b *testing.B) {
 			storagetest.BenchOps(b, n, func(i int) error { return cl.Set(ctx, f.wireKeys[i%benchKeys], f.value, 0).Err() })
 		})
 		b.Run(fmt.Sprintf("c%d/raw-indexed", n), func(b *testing.B) {
-			storagetest.BenchOps(b, n, func(i int) error {
-				k := f.keys[i%benchKeys]
-				_, err := cl.TxPipelined(ctx, func(p redis.Pipeliner) error {
-					p.ZAdd(ctx, redisstore.IndexKeyOf(f.raw, k), redis.Z{Member: k})
-					p.Set(ctx, f.wireKeys[i%benchKeys], f.value, 0)
-					return nil
-				})
-				return err
-			})
+			storagetest.BenchOps(b, n, func(i int) error { return f.rawIndexedPut(ctx, i) })
 		})
 		b.Run(fmt.Sprintf("c%d/store", n), func(b *testing.B) {
 			storagetest.BenchOps(b, n, func(i int) error { return f.store.Put(ctx, f.keys[i%benchKeys], f.value, storage.Strong) })
@@ -303,15 +307,7 @@ func BenchmarkStoreVsRawPaired(b *testing.B) {
 	f := newBenchFixture(b)
 	cl := f.raw.Client()
 	rawSet := func(i int) error { return cl.Set(ctx, f.wireKeys[i%benchKeys], f.value, 0).Err() }
-	rawIndexed := func(i int) error {
-		k := f.keys[i%benchKeys]
-		_, err := cl.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.ZAdd(ctx, redisstore.IndexKeyOf(f.raw, k), redis.Z{Member: k})
-			p.Set(ctx, f.wireKeys[i%benchKeys], f.value, 0)
-			return nil
-		})
-		return err
-	}
+	rawIndexed := func(i int) error { return f.rawIndexedPut(ctx, i) }
 	put := func(i int) error { return f.store.Put(ctx, f.keys[i%benchKeys], f.value, storage.Strong) }
 	rawGet := func(i int) error {
 		_, err := cl.Get(ctx, f.wireKeys[(i*7919)%benchKeys]).Bytes()
