@@ -83,7 +83,9 @@ func (c closedSet) withUnknown() []string {
 // Storage is the storage family set: operations, durations and errors by
 // operation and backend.
 type Storage struct {
-	Operations *prometheus.CounterVec
+	// Operations is the observation count of Duration: every operation
+	// is observed exactly once, so it needs no increment of its own.
+	Operations *CountVec
 	Duration   *HistogramVec
 	Errors     *prometheus.CounterVec
 
@@ -95,10 +97,6 @@ type Storage struct {
 func NewStorage(reg prometheus.Registerer, backends []string) *Storage {
 	s := &Storage{
 		backends: closedSet(slices.Clone(backends)),
-		Operations: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "storage_operations_total",
-			Help: "Storage operations attempted by the node, by operation (get, put, delete, list) and backend (local, redis). Moves on every operation, successful or not.",
-		}, []string{"operation", "backend"}),
 		Duration: NewHistogramVec(durationOpts("storage_operation_duration_seconds",
 			"Wall-clock duration of storage operations in seconds, including retries, by operation and backend. Buckets start at 5 microseconds.",
 			StorageBuckets), []string{"operation", "backend"}),
@@ -107,6 +105,10 @@ func NewStorage(reg prometheus.Registerer, backends []string) *Storage {
 			Help: "Storage operations that failed (backend unavailable, invalid key, value too large, ...), by operation and backend. A missing key on get is not an error.",
 		}, []string{"operation", "backend"}),
 	}
+	s.Operations = NewCountVec(prometheus.CounterOpts{
+		Name: "storage_operations_total",
+		Help: "Storage operations attempted by the node, by operation (get, put, delete, list) and backend (local, redis). Moves on every operation, successful or not.",
+	}, s.Duration)
 	reg.MustRegister(s.Operations, s.Duration, s.Errors)
 	return s
 }

@@ -50,19 +50,21 @@ type Histogram struct {
 	mu       sync.Mutex     // guards pos and neg
 	pos, neg map[int]uint64 // native buckets outside the array, by key of |v|
 
-	exemplars  []atomic.Pointer[dto.Exemplar] // by classic bucket, +Inf last
-	labelPairs []*dto.LabelPair
-	created    time.Time
+	exemplars   []atomic.Pointer[dto.Exemplar] // by classic bucket, +Inf last
+	labelPairs  []*dto.LabelPair
+	labelValues []string
+	created     time.Time
 }
 
 func newHistogramChild(l *histLayout, labelValues []string) *Histogram {
 	h := &Histogram{
-		fast:       l.fast,
-		l:          l,
-		classic:    make([]uint64, len(l.upper)+1),
-		exemplars:  make([]atomic.Pointer[dto.Exemplar], len(l.upper)+1),
-		labelPairs: prometheus.MakeLabelPairs(l.desc, labelValues),
-		created:    time.Now(),
+		fast:        l.fast,
+		l:           l,
+		classic:     make([]uint64, len(l.upper)+1),
+		exemplars:   make([]atomic.Pointer[dto.Exemplar], len(l.upper)+1),
+		labelPairs:  prometheus.MakeLabelPairs(l.desc, labelValues),
+		labelValues: slices.Clone(labelValues),
+		created:     time.Now(),
 	}
 	if l.native {
 		h.counts = make([]uint64, l.counts)

@@ -15,8 +15,7 @@ import (
 
 // opMetrics are the label children of one operation, resolved at construction.
 type opMetrics struct {
-	total    prometheus.Counter
-	duration *metrics.Histogram
+	duration *metrics.Histogram // its count is storage_operations_total
 	errors   prometheus.Counter
 	span     string // "storage get", ...
 }
@@ -31,8 +30,9 @@ type instrumented struct {
 }
 
 // Instrument returns s measured under the given backend label: every Get,
-// Put, Delete and List increments storage_operations_total, observes its
-// duration (time.Since, in seconds, unrounded) and, when it fails, increments
+// Put, Delete and List observes its duration (time.Since, in seconds,
+// unrounded), which also counts it in storage_operations_total (the count of
+// the duration histogram), and, when it fails, increments
 // storage_operation_errors_total. ErrNotFound is not a failure. The label
 // children are resolved here, once, so recording does no lookups and no
 // allocations. A backend name outside the closed set is recorded as "unknown".
@@ -52,7 +52,6 @@ func InstrumentTraced(s Store, m *metrics.Storage, backend string, tr *tracing.T
 	for op := Operation(0); op < NumOperations; op++ {
 		name := op.String()
 		in.ops[op] = opMetrics{
-			total:    m.Operations.WithLabelValues(name, backend),
 			duration: m.Duration.WithLabelValues(name, backend),
 			errors:   m.Errors.WithLabelValues(name, backend),
 			span:     "storage " + name,
@@ -68,7 +67,6 @@ func (in *instrumented) start(ctx context.Context, op Operation) (context.Contex
 func (in *instrumented) record(ctx context.Context, span tracing.Span, op Operation, start time.Duration, err error) {
 	d := metrics.Since(start)
 	m := &in.ops[op]
-	m.total.Inc()
 	failed := err != nil && !errors.Is(err, ErrNotFound)
 	if failed {
 		m.errors.Inc()
