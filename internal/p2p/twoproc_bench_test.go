@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -105,8 +106,8 @@ func frameEcho(s network.Stream) {
 
 // TestBenchResponderChild is the responder process of
 // BenchmarkServiceVsRawStream, run only when benchChildEnv is set. It
-// prints its address, answers "mem" on stdin with its malloc count, and
-// exits when stdin closes.
+// prints its address, answers "mem" on stdin with its malloc count and
+// CPU time, and exits when stdin closes.
 func TestBenchResponderChild(t *testing.T) {
 	if os.Getenv(benchChildEnv) != "1" {
 		return
@@ -124,7 +125,7 @@ func TestBenchResponderChild(t *testing.T) {
 	for sc.Scan() {
 		if sc.Text() == "mem" {
 			runtime.ReadMemStats(&ms)
-			fmt.Printf("%smem %d %d\n", benchChildPrefix, ms.Mallocs, ms.TotalAlloc)
+			fmt.Printf("%smem %d %d %d\n", benchChildPrefix, ms.Mallocs, ms.TotalAlloc, cpuTime())
 		}
 	}
 }
@@ -205,21 +206,34 @@ func (c *benchChild) line(b *testing.B, d time.Duration) string {
 	return ""
 }
 
-// mallocs returns the child's cumulative malloc count.
-func (c *benchChild) mallocs(b *testing.B) uint64 {
+// usage returns the child's cumulative malloc count and CPU time.
+func (c *benchChild) usage(b *testing.B) (mallocs uint64, cpu time.Duration) {
 	b.Helper()
 	if _, err := io.WriteString(c.stdin, "mem\n"); err != nil {
 		b.Fatal(err)
 	}
 	f := strings.Fields(c.line(b, 10*time.Second))
-	if len(f) != 3 || f[0] != "mem" {
+	if len(f) != 4 || f[0] != "mem" {
 		b.Fatalf("bench child: unexpected answer %q", f)
 	}
 	n, err := strconv.ParseUint(f[1], 10, 64)
 	if err != nil {
 		b.Fatal(err)
 	}
-	return n
+	ns, err := strconv.ParseInt(f[3], 10, 64)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n, time.Duration(ns)
+}
+
+// cpuTime returns the user and system CPU time of this process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // workerPool runs a batch of op on each of its goroutines per round; the
@@ -395,18 +409,22 @@ func BenchmarkServiceVsRawStream(b *testing.B) {
 			var ratio, control, svcRate, rawRate []float64
 			var mallocs, bytes, childMallocs [3]uint64
 			var ms runtime.MemStats
-			var t [3]time.Duration
+			var t, cpu, childCPU [3]time.Duration
 			b.ResetTimer()
 			for r := range b.N {
 				for _, k := range testenv.PairedOrders[r%len(testenv.PairedOrders)] {
-					c0 := child.mallocs(b)
+					c0, cc0 := child.usage(b)
 					runtime.ReadMemStats(&ms)
 					m0, b0 := ms.Mallocs, ms.TotalAlloc
+					p0 := cpuTime()
 					t[k] = run(k)
+					cpu[k] += cpuTime() - p0
 					runtime.ReadMemStats(&ms)
 					mallocs[k] += ms.Mallocs - m0
 					bytes[k] += ms.TotalAlloc - b0
-					childMallocs[k] += child.mallocs(b) - c0
+					c1, cc1 := child.usage(b)
+					childMallocs[k] += c1 - c0
+					childCPU[k] += cc1 - cc0
 				}
 				raw := (t[0] + t[2]).Seconds() / 2
 				ratio = append(ratio, raw/t[1].Seconds())
@@ -427,6 +445,11 @@ func BenchmarkServiceVsRawStream(b *testing.B) {
 			b.ReportMetric(float64(mallocs[0]+mallocs[2])/2/total, "raw-allocs/rt")
 			b.ReportMetric(float64(childMallocs[1])/total, "child-service-allocs/rt")
 			b.ReportMetric(float64(childMallocs[0]+childMallocs[2])/2/total, "child-raw-allocs/rt")
+			us := func(d time.Duration) float64 { return float64(d.Microseconds()) / total }
+			b.ReportMetric(us(cpu[1]), "service-cpu-us/rt")
+			b.ReportMetric(us(cpu[0]+cpu[2])/2, "raw-cpu-us/rt")
+			b.ReportMetric(us(childCPU[1]), "child-service-cpu-us/rt")
+			b.ReportMetric(us(childCPU[0]+childCPU[2])/2, "child-raw-cpu-us/rt")
 		})
 	}
 }
