@@ -50,6 +50,11 @@ type Histogram struct {
 	mu       sync.Mutex     // guards pos and neg
 	pos, neg map[int]uint64 // native buckets outside the array, by key of |v|
 
+	// arrayShown is set by the first Write that finds a count in the
+	// array; until then Write may skip scanning an array it can tell is
+	// empty (see nativeBuckets).
+	arrayShown atomic.Bool
+
 	exemplars   []atomic.Pointer[dto.Exemplar] // by classic bucket, +Inf last
 	labelPairs  []*dto.LabelPair
 	labelValues []string

@@ -781,3 +781,91 @@ func BenchmarkObserveManySeries(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkHistogramWrite measures what a scrape pays per histogram series:
+// Write of one storage-duration histogram into a dto.Metric, populated and
+// empty (as most series of an idle node are), ours against client_golang's
+// with the same options and observations.
+func BenchmarkHistogramWrite(b *testing.B) {
+	opts := durationOpts("storage_operation_duration_seconds", "Storage.", StorageBuckets)
+	vs := benchDurations()
+	for _, c := range []struct {
+		name string
+		o    prometheus.Observer
+	}{
+		{"ours", NewHistogramVec(opts, []string{"op"}).WithLabelValues("get")},
+		{"client_golang", prometheus.NewHistogramVec(opts, []string{"op"}).WithLabelValues("get")},
+		{"ours-empty", NewHistogramVec(opts, []string{"op"}).WithLabelValues("get")},
+		{"client_golang-empty", prometheus.NewHistogramVec(opts, []string{"op"}).WithLabelValues("get")},
+	} {
+		if !strings.HasSuffix(c.name, "-empty") {
+			for _, v := range vs {
+				c.o.Observe(v)
+			}
+		}
+		m := c.o.(prometheus.Metric)
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				var out dto.Metric
+				if err := m.Write(&out); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestWriteSkipsOnlyAnEmptyArray: Write leaves out the scan of the native
+// array only when nothing in it can have finished. A negative observation
+// that cancels the sum to zero, or the zero bucket alone, must not hide
+// what the array holds.
+func TestWriteSkipsOnlyAnEmptyArray(t *testing.T) {
+	opts := durationOpts("d_seconds", "D.", StorageBuckets)
+	vec := NewHistogramVec(opts, []string{"c"})
+	count := func(h *Histogram) uint64 {
+		t.Helper()
+		var m dto.Metric
+		if err := h.Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetHistogram().GetSampleCount()
+	}
+
+	empty := vec.WithLabelValues("empty")
+	if n := count(empty); n != 0 {
+		t.Fatalf("empty histogram: count %d, want 0", n)
+	}
+
+	cancel := vec.WithLabelValues("cancel")
+	cancel.Observe(-0.001)
+	cancel.Observe(0.001) // in the array; the sum is back to exactly 0
+	if s := math.Float64frombits(cancel.sumBits.Load()); s != 0 {
+		t.Fatalf("sum %v, want 0 for the test to mean anything", s)
+	}
+	if n := count(cancel); n != 2 {
+		t.Fatalf("sum cancelled by a negative observation: count %d, want 2", n)
+	}
+
+	zero := vec.WithLabelValues("zero")
+	zero.Observe(0)
+	if n := count(zero); n != 1 {
+		t.Fatalf("zero bucket only: count %d, want 1", n)
+	}
+	zero.Observe(0.003)
+	if n := count(zero); n != 2 {
+		t.Fatalf("zero bucket and the array: count %d, want 2", n)
+	}
+
+	// An observation caught between its count and its sum is left for the
+	// next scrape while the array looks empty, and shown with it after.
+	pending := vec.WithLabelValues("pending")
+	atomic.AddUint64(&pending.counts[0], 1)
+	if n := count(pending); n != 0 {
+		t.Fatalf("one observation in progress, none finished: count %d, want 0", n)
+	}
+	pending.Observe(0.002)
+	if n := count(pending); n != 2 {
+		t.Fatalf("after one finished: count %d, want 2", n)
+	}
+}

@@ -77,15 +77,20 @@ func (h *Histogram) Write(out *dto.Metric) error {
 	}
 	his.SampleCount = proto.Uint64(count)
 	his.SampleSum = proto.Float64(math.Float64frombits(h.sumBits.Load()))
-	his.Bucket = make([]*dto.Bucket, len(l.upper))
+	// The buckets and the values their fields point to are allocated
+	// together, a few slices per Write instead of three objects a bucket.
+	n := len(l.upper)
+	buckets := make([]dto.Bucket, n)
+	cums := make([]uint64, n)
+	uppers := slices.Clone(l.upper)
+	his.Bucket = make([]*dto.Bucket, n, n+1)
 	var cum uint64
-	for i, upper := range l.upper {
+	for i := range n {
 		cum += classic[i]
-		his.Bucket[i] = &dto.Bucket{
-			CumulativeCount: proto.Uint64(cum),
-			UpperBound:      proto.Float64(upper),
-			Exemplar:        h.exemplars[i].Load(),
-		}
+		cums[i] = cum
+		b := &buckets[i]
+		b.CumulativeCount, b.UpperBound, b.Exemplar = &cums[i], &uppers[i], h.exemplars[i].Load()
+		his.Bucket[i] = b
 	}
 	if e := h.exemplars[len(l.upper)].Load(); e != nil {
 		his.Bucket = append(his.Bucket, &dto.Bucket{
@@ -105,6 +110,9 @@ func (h *Histogram) Write(out *dto.Metric) error {
 func (h *Histogram) nativeBuckets(classic []uint64) (pos, neg []keyCount) {
 	h.mu.Lock()
 	var below, above []keyCount
+	if len(h.pos) > 0 {
+		above = make([]keyCount, 0, len(h.pos))
+	}
 	for k, c := range h.pos {
 		if k < int(h.fast.keyLo) {
 			below = append(below, keyCount{k, c})
@@ -115,6 +123,16 @@ func (h *Histogram) nativeBuckets(classic []uint64) (pos, neg []keyCount) {
 	for k, c := range h.neg {
 		neg = append(neg, keyCount{k, c})
 	}
+	// Most series of an idle node are empty, and the scan of the array is
+	// most of their Write. It is skipped when, at one instant under the
+	// lock, there is no negative observation and the sum is zero: every
+	// observation in the array adds a positive value to the sum after its
+	// count, and a negative one enters neg under this lock before it
+	// touches the sum, so nothing in the array has finished; what is in
+	// progress shows in the next scrape. Once a Write has shown a count
+	// from the array the scan is never skipped again, so an observation
+	// caught in progress and shown cannot disappear from a later scrape.
+	skipArray := len(h.neg) == 0 && h.sumBits.Load() == 0 && !h.arrayShown.Load()
 	h.mu.Unlock()
 	byKey := func(a, b keyCount) int { return a.key - b.key }
 	slices.SortFunc(below, byKey)
@@ -123,6 +141,9 @@ func (h *Histogram) nativeBuckets(classic []uint64) (pos, neg []keyCount) {
 	pos = below
 	f := &h.fast
 	for i, s := range f.slots {
+		if skipArray {
+			break
+		}
 		end := len(h.counts)
 		if i+1 < len(f.slots) {
 			end = int(f.slots[i+1].count)
@@ -136,6 +157,9 @@ func (h *Histogram) nativeBuckets(classic []uint64) (pos, neg []keyCount) {
 		if n > 0 {
 			pos = append(pos, keyCount{int(f.keyLo) + i, n})
 		}
+	}
+	if len(pos) > len(below) && !h.arrayShown.Load() {
+		h.arrayShown.Store(true)
 	}
 	return append(pos, above...), neg
 }
@@ -167,9 +191,11 @@ func spansAndDeltas(bs []keyCount) ([]*dto.BucketSpan, []int64) {
 	if len(bs) == 0 {
 		return nil, nil
 	}
+	// Every bucket but the first may open a span or carry up to two empty
+	// ones: allocate for the common case at once.
 	var (
-		spans  []*dto.BucketSpan
-		deltas []int64
+		spans  = make([]*dto.BucketSpan, 0, 4)
+		deltas = make([]int64, 0, 2*len(bs))
 		length uint32
 		prev   int64
 	)
