@@ -25,6 +25,8 @@ pin=()
 command -v taskset >/dev/null && pin=(taskset -c 1)
 "${pin[@]}" "$out/overhead.test" -test.run '^$' -test.bench BenchmarkInstrumentationOverhead \
 	-test.benchtime 300x -test.count "$COUNT" | tee "$out/overhead.txt"
+# The node's own histogram against client_golang's: observing and writing.
+run metrics ./internal/metrics 'Benchmark(Observe|ObserveManySeries|HistogramWrite|ProcessCollector)$'
 run storage-local ./internal/storage/local 'Benchmark(Put|Get)'
 run storage-redis ./internal/storage/redis 'Benchmark(Put|Get)'
 # Store and raw go-redis in interleaved rounds with an A/A control.
