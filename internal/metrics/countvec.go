@@ -8,7 +8,8 @@ import (
 
 // Count returns the number of observations so far: the count Write
 // exposes (with native buckets the total of the native buckets and the NaN
-// observations, else of the classic buckets).
+// observations, else of the classic buckets). Like Write, it leaves out the
+// native array while nothing in it can have finished (see arrayEmptyLocked).
 func (h *Histogram) Count() uint64 {
 	var n uint64
 	if !h.l.native {
@@ -17,10 +18,6 @@ func (h *Histogram) Count() uint64 {
 		}
 		return n
 	}
-	n = h.nan.Load() + h.zero.Load()
-	for i := range h.counts {
-		n += atomic.LoadUint64(&h.counts[i])
-	}
 	h.mu.Lock()
 	for _, c := range h.pos {
 		n += c
@@ -28,8 +25,18 @@ func (h *Histogram) Count() uint64 {
 	for _, c := range h.neg {
 		n += c
 	}
+	skipArray := h.arrayEmptyLocked()
 	h.mu.Unlock()
-	return n
+	n += h.nan.Load() + h.zero.Load()
+	if skipArray {
+		return n
+	}
+	var inArray uint64
+	for i := range h.counts {
+		inArray += atomic.LoadUint64(&h.counts[i])
+	}
+	h.shownFromArray(inArray > 0)
+	return n + inArray
 }
 
 // CountVec is a counter family whose every counter is the observation

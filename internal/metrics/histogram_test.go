@@ -816,20 +816,26 @@ func BenchmarkHistogramWrite(b *testing.B) {
 	}
 }
 
-// TestWriteSkipsOnlyAnEmptyArray: Write leaves out the scan of the native
-// array only when nothing in it can have finished. A negative observation
+// TestWriteSkipsOnlyAnEmptyArray: Write and Count leave out the scan of
+// the native array only when nothing in it can have finished. A negative observation
 // that cancels the sum to zero, or the zero bucket alone, must not hide
 // what the array holds.
 func TestWriteSkipsOnlyAnEmptyArray(t *testing.T) {
 	opts := durationOpts("d_seconds", "D.", StorageBuckets)
 	vec := NewHistogramVec(opts, []string{"c"})
+	// count is what a scrape shows: Write's count, which Count (the
+	// storage_operations_total of the series) must equal.
 	count := func(h *Histogram) uint64 {
 		t.Helper()
+		c := h.Count()
 		var m dto.Metric
 		if err := h.Write(&m); err != nil {
 			t.Fatal(err)
 		}
-		return m.GetHistogram().GetSampleCount()
+		if w := m.GetHistogram().GetSampleCount(); w != c {
+			t.Fatalf("Write's count %d, Count %d", w, c)
+		}
+		return c
 	}
 
 	empty := vec.WithLabelValues("empty")

@@ -123,16 +123,7 @@ func (h *Histogram) nativeBuckets(classic []uint64) (pos, neg []keyCount) {
 	for k, c := range h.neg {
 		neg = append(neg, keyCount{k, c})
 	}
-	// Most series of an idle node are empty, and the scan of the array is
-	// most of their Write. It is skipped when, at one instant under the
-	// lock, there is no negative observation and the sum is zero: every
-	// observation in the array adds a positive value to the sum after its
-	// count, and a negative one enters neg under this lock before it
-	// touches the sum, so nothing in the array has finished; what is in
-	// progress shows in the next scrape. Once a Write has shown a count
-	// from the array the scan is never skipped again, so an observation
-	// caught in progress and shown cannot disappear from a later scrape.
-	skipArray := len(h.neg) == 0 && h.sumBits.Load() == 0 && !h.arrayShown.Load()
+	skipArray := h.arrayEmptyLocked()
 	h.mu.Unlock()
 	byKey := func(a, b keyCount) int { return a.key - b.key }
 	slices.SortFunc(below, byKey)
@@ -158,10 +149,29 @@ func (h *Histogram) nativeBuckets(classic []uint64) (pos, neg []keyCount) {
 			pos = append(pos, keyCount{int(f.keyLo) + i, n})
 		}
 	}
-	if len(pos) > len(below) && !h.arrayShown.Load() {
+	h.shownFromArray(len(pos) > len(below))
+	return append(pos, above...), neg
+}
+
+// arrayEmptyLocked reports, with h.mu held, that no observation in the
+// native array can have finished, so a scrape may leave the array out
+// without scanning it: most series of an idle node are empty, and the scan
+// is most of what they cost a scrape. Every observation in the array adds
+// a positive value to the sum after its count, and a negative one enters
+// neg under h.mu before it touches the sum; so with neg empty and the sum
+// zero at this instant, the array holds only observations in progress,
+// which the next scrape shows. Once a scrape has shown a count from the
+// array (shownFromArray) the array is never left out again, so an
+// observation caught in progress and shown cannot disappear later.
+func (h *Histogram) arrayEmptyLocked() bool {
+	return len(h.neg) == 0 && h.sumBits.Load() == 0 && !h.arrayShown.Load()
+}
+
+// shownFromArray records that a scrape exposed a count from the array.
+func (h *Histogram) shownFromArray(shown bool) {
+	if shown && !h.arrayShown.Load() {
 		h.arrayShown.Store(true)
 	}
-	return append(pos, above...), neg
 }
 
 // halveResolution returns the buckets at the schema one lower, in place.
