@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -40,6 +41,9 @@ const (
 	benchChildEnv = "P2P_BENCH_CHILD"
 	// benchChildPrefix starts every line the child writes for the parent.
 	benchChildPrefix = "BENCH-CHILD "
+	// benchChildProfileEnv, when set to a path, makes the responder write
+	// its CPU profile there (the parent's is -test.cpuprofile).
+	benchChildProfileEnv = "P2P_BENCH_CHILD_CPUPROFILE"
 	// benchChildLife bounds the child's life whatever happens to the parent.
 	benchChildLife = 30 * time.Minute
 	// benchFrameEchoProtocol and every protocol under it echo
@@ -114,6 +118,19 @@ func TestBenchResponderChild(t *testing.T) {
 	}
 	watchdog := time.AfterFunc(benchChildLife, func() { os.Exit(3) })
 	defer watchdog.Stop()
+	if path := os.Getenv(benchChildProfileEnv); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			_ = f.Close()
+		}()
+	}
 	h, _, stop := benchNodeHost(context.Background(), t)
 	defer stop()
 	h.Libp2p().SetStreamHandlerMatch(benchFrameEchoProtocol, func(id protocol.ID) bool {
