@@ -308,7 +308,8 @@ func NewHost(ctx context.Context, priv crypto.PrivKey, cfg HostConfig) (*Host, e
 func newResourceManager(withMetrics bool) (network.ResourceManager, error) {
 	limits := rcmgr.DefaultLimits
 	libp2p.SetDefaultServiceLimits(&limits)
-	// One kept message stream per peer and direction is the normal case;
+	// Up to message.DefaultExclusiveStreams kept message streams per peer
+	// and direction, plus the shared pipelined one, is the normal case;
 	// the headroom covers reopening after a reset and raw probes.
 	limits.AddProtocolLimit(protocol.ID(message.ProtocolID),
 		rcmgr.BaseLimit{StreamsInbound: 1024, StreamsOutbound: 1024, Streams: 2048, Memory: 256 << 20},

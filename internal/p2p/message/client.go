@@ -124,12 +124,19 @@ func (s *Service) openOutboundOnce(ctx context.Context, p peer.ID, deadline time
 	}
 }
 
-func (s *Service) openOutbound(ctx context.Context, p peer.ID) (*outboundStream, error) {
+// openStream opens a message stream to p, within deadline when it is not
+// zero. Errors wrap ErrPeerUnreachable.
+func (s *Service) openStream(ctx context.Context, p peer.ID, deadline time.Time) (network.Stream, error) {
 	if p == s.lh.ID() {
 		return nil, fmt.Errorf("%w: %s is this node", ErrPeerUnreachable, p)
 	}
 	if !reachable(s.lh, p) {
 		return nil, noAddressError(p)
+	}
+	if !deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
 	}
 	st, err := s.lh.NewStream(ctx, p, protocol.ID(ProtocolID))
 	if err != nil {
@@ -137,6 +144,14 @@ func (s *Service) openOutbound(ctx context.Context, p peer.ID) (*outboundStream,
 			return nil, fmt.Errorf("%w: %s: %w", ErrPeerUnreachable, p, ctx.Err())
 		}
 		return nil, fmt.Errorf("%w: %s: %w", ErrPeerUnreachable, p, err)
+	}
+	return st, nil
+}
+
+func (s *Service) openOutbound(ctx context.Context, p peer.ID) (*outboundStream, error) {
+	st, err := s.openStream(ctx, p, time.Time{})
+	if err != nil {
+		return nil, err
 	}
 	ob := &outboundStream{
 		svc:     s,

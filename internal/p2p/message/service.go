@@ -43,6 +43,12 @@ type ServiceConfig struct {
 	// MaxConcurrentPerStream bounds handlers running for one stream
 	// (default 64); beyond it the stream is not read (backpressure).
 	MaxConcurrentPerStream int
+	// ExclusiveStreams is how many kept streams per peer carry one request
+	// at a time, read by the requester itself (default 8, at most 14:
+	// the resource manager allows 16 message streams per peer and
+	// direction); a request finding them all busy is pipelined on the
+	// peer's shared stream instead. Negative: every request is pipelined.
+	ExclusiveStreams int
 	// MaxInflightBytes bounds the bytes of inbound request frames held by
 	// running handlers across all peers (default 64 MiB), and
 	// MaxHandlersPerPeer the handlers running for one peer across its
@@ -81,6 +87,14 @@ func (c *ServiceConfig) defaults() {
 	if c.MaxConcurrentPerStream <= 0 {
 		c.MaxConcurrentPerStream = 64
 	}
+	switch {
+	case c.ExclusiveStreams == 0:
+		c.ExclusiveStreams = DefaultExclusiveStreams
+	case c.ExclusiveStreams < 0:
+		c.ExclusiveStreams = 0
+	case c.ExclusiveStreams > maxExclusiveStreams:
+		c.ExclusiveStreams = maxExclusiveStreams
+	}
 	if c.MaxInflightBytes <= 0 {
 		c.MaxInflightBytes = DefaultMaxInflightBytes
 	}
@@ -97,8 +111,10 @@ func (c *ServiceConfig) defaults() {
 
 // Service is the message service of DESIGN.md section 7: it serves
 // ProtocolID, routing each inbound message by type to its Handler through
-// the metrics middleware, and sends requests over one kept stream per peer
-// whose responses are matched by ID.
+// the metrics middleware. Requests to a peer go over kept streams: up to
+// ExclusiveStreams that carry one request at a time, read by the requester
+// itself, and beyond those one shared stream on which requests are
+// pipelined and their responses matched by ID.
 type Service struct {
 	lh      host.Host
 	cfg     ServiceConfig
@@ -120,6 +136,8 @@ type Service struct {
 	inbound  map[*inboundStream]struct{}
 	outbound map[peer.ID]*outboundStream
 	opening  map[peer.ID]chan struct{}
+	excl     exclusivePool
+	notifee  network.Notifiee
 
 	idPrefix  string
 	seq       atomic.Uint64
@@ -146,12 +164,17 @@ func NewService(h host.Host, m *metrics.Messages, cfg ServiceConfig) *Service {
 		inbound:  make(map[*inboundStream]struct{}),
 		outbound: make(map[peer.ID]*outboundStream),
 		opening:  make(map[peer.ID]chan struct{}),
+		excl:     newExclusivePool(),
 		idPrefix: hex.EncodeToString(idb[:]) + "-",
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.routes.Store(&map[string]route{})
 	s.handle(TypePing, route{h: pingHandler, inline: true})
 	s.lh.SetStreamHandler(protocol.ID(ProtocolID), s.handleStream)
+	s.notifee = &network.NotifyBundle{DisconnectedF: func(_ network.Network, c network.Conn) {
+		s.dropIdleOn(c.RemotePeer(), c)
+	}}
+	s.lh.Network().Notify(s.notifee)
 	return s
 }
 
@@ -310,11 +333,29 @@ func (s *Service) send(ctx context.Context, p peer.ID, env *Envelope, deadline, 
 	}
 	defer frame.release()
 	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			now = time.Now()
+		}
+		es, err := s.takeExclusive(ctx, p, deadline, now)
+		if err != nil {
+			return nil, singleLine(fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err))
+		}
+		if es != nil {
+			resp, err := s.exclusiveRoundTrip(ctx, es, env, frame, deadline, now)
+			if err != nil {
+				if attempt == 0 && isRetryable(err) && ctx.Err() == nil {
+					s.log.Debug("retrying request on a new stream", "peer", p.String(), "type", env.Type, "err", err)
+					continue
+				}
+				return nil, singleLine(fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err))
+			}
+			return s.response(env, p, resp)
+		}
 		ob, waited, err := s.outboundTo(ctx, p, deadline)
 		if err != nil {
 			return nil, singleLine(fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err))
 		}
-		if waited || attempt > 0 {
+		if waited {
 			now = time.Now()
 		}
 		resp, err := ob.roundTrip(ctx, env, frame, deadline, now)
@@ -325,15 +366,20 @@ func (s *Service) send(ctx context.Context, p peer.ID, env *Envelope, deadline, 
 			}
 			return nil, singleLine(fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err))
 		}
-		if resp.Type == TypeError {
-			var ep ErrorPayload
-			if err := resp.DecodePayload(&ep); err != nil {
-				return nil, fmt.Errorf("p2p: %s request to %s: error reply: %w", env.Type, p, err)
-			}
-			return nil, &RemoteError{Code: ep.Code, Message: oneline.Flatten(ep.Message)}
-		}
+		return s.response(env, p, resp)
+	}
+}
+
+// response returns resp, or the *RemoteError an "error" response carries.
+func (s *Service) response(env *Envelope, p peer.ID, resp *Envelope) (*Envelope, error) {
+	if resp.Type != TypeError {
 		return resp, nil
 	}
+	var ep ErrorPayload
+	if err := resp.DecodePayload(&ep); err != nil {
+		return nil, fmt.Errorf("p2p: %s request to %s: error reply: %w", env.Type, p, err)
+	}
+	return nil, &RemoteError{Code: ep.Code, Message: oneline.Flatten(ep.Message)}
 }
 
 // Ping sends a ping to p and returns the round-trip time, which is also
@@ -382,6 +428,8 @@ func (s *Service) Shutdown(ctx context.Context) error {
 		}
 		s.smu.Unlock()
 
+		s.lh.Network().StopNotify(s.notifee)
+		s.closeExclusive()
 		for _, os := range outbound {
 			os.fail(ErrServiceClosed, true)
 		}

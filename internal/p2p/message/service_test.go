@@ -180,25 +180,42 @@ func TestRequestUnreachable(t *testing.T) {
 	}
 }
 
+// TestStreamReopenedAfterIdleClose: the responder closes streams idle for
+// its IdleTimeout; the next request goes through on a new stream, whether
+// the closed one was exclusive (noticed on its next use, the request
+// retried) or the pipelined one (noticed by its reader at once).
 func TestStreamReopenedAfterIdleClose(t *testing.T) {
-	a := newTestNode(t)
-	b := newTestNode(t, withService(func(c *ServiceConfig) { c.IdleTimeout = 100 * time.Millisecond }))
-	connect(t, a, b)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	for range 3 {
-		if _, err := a.svc.Ping(ctx, b.h.ID()); err != nil {
-			t.Fatal(err)
-		}
-		p2ptest.Eventually(t, 5*time.Second, "B to close the idle stream", func() bool {
-			b.svc.smu.Lock()
-			defer b.svc.smu.Unlock()
-			return len(b.svc.inbound) == 0
-		})
-		p2ptest.Eventually(t, 5*time.Second, "A to notice", func() bool {
-			a.svc.smu.Lock()
-			defer a.svc.smu.Unlock()
-			return len(a.svc.outbound) == 0
+	for _, pipelined := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pipelined=%v", pipelined), func(t *testing.T) {
+			a := newTestNode(t, withService(func(c *ServiceConfig) {
+				if pipelined {
+					c.ExclusiveStreams = -1
+				}
+			}))
+			b := newTestNode(t, withService(func(c *ServiceConfig) { c.IdleTimeout = 100 * time.Millisecond }))
+			connect(t, a, b)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for range 3 {
+				if _, err := a.svc.Ping(ctx, b.h.ID()); err != nil {
+					t.Fatal(err)
+				}
+				p2ptest.Eventually(t, 5*time.Second, "B to close the idle stream", func() bool {
+					b.svc.smu.Lock()
+					defer b.svc.smu.Unlock()
+					return len(b.svc.inbound) == 0
+				})
+				if pipelined {
+					p2ptest.Eventually(t, 5*time.Second, "A to notice", func() bool {
+						a.svc.smu.Lock()
+						defer a.svc.smu.Unlock()
+						return len(a.svc.outbound) == 0
+					})
+				}
+			}
+			if got := b.handled(t, TypePing); got != 3 {
+				t.Fatalf("pings handled by B: %v, want 3", got)
+			}
 		})
 	}
 }

@@ -14,6 +14,10 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 )
 
+// pipelinedOnly makes a node send every request on its one shared,
+// pipelined stream per peer (no exclusive streams).
+var pipelinedOnly = withService(func(c *ServiceConfig) { c.ExclusiveStreams = -1 })
+
 // scriptedPeer replaces b's message handler with a script of its own on
 // every stream it accepts: the test decides what is written when.
 func scriptedPeer(t *testing.T, b *testNode, script func(s network.Stream, br *bufio.Reader)) {
@@ -85,7 +89,7 @@ func outboundOf(a *testNode, p peer.ID) *outboundStream {
 // stream. The first returns at its deadline, the other gets its response
 // whole, and the stream stays in use: nothing is reset or re-sent.
 func TestDeadlineWhileAResponseIsHalfArrived(t *testing.T) {
-	a, b := newTestNode(t), newTestNode(t)
+	a, b := newTestNode(t, pipelinedOnly), newTestNode(t)
 	connect(t, a, b)
 	big := strings.Repeat("z", 200<<10) // many reads of the stream
 	gotFirst, gotSecond, firstGone := make(chan struct{}), make(chan struct{}), make(chan struct{})
@@ -158,7 +162,7 @@ func TestDeadlineWhileAResponseIsHalfArrived(t *testing.T) {
 // context is cancelled returns at once, and the request waiting beside it
 // gets its response; the late response to the cancelled one is dropped.
 func TestCancelledRequestReturnsAtOnce(t *testing.T) {
-	a, b := newTestNode(t), newTestNode(t)
+	a, b := newTestNode(t, pipelinedOnly), newTestNode(t)
 	connect(t, a, b)
 	gotBoth, firstGone := make(chan struct{}), make(chan struct{})
 	scriptedPeer(t, b, func(s network.Stream, br *bufio.Reader) {
@@ -219,7 +223,8 @@ func TestCancelledRequestReturnsAtOnce(t *testing.T) {
 	}
 }
 
-// TestExpiringRequestsAmongOthers: 16 goroutines share one kept stream; a
+// TestExpiringRequestsAmongOthers: 16 goroutines share the exclusive
+// streams and the pipelined one; a
 // third of their requests are answered only after the requester's
 // deadline. Every other request is answered with its own reply, and every
 // late one returns at its deadline.

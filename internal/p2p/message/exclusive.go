@@ -1,0 +1,312 @@
+package message
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
+)
+
+// DefaultExclusiveStreams is the default of ServiceConfig.ExclusiveStreams.
+const DefaultExclusiveStreams = 8
+
+// maxExclusiveStreams leaves one of the 16 message streams per peer the
+// resource manager allows for the shared stream and one for reopening.
+const maxExclusiveStreams = 14
+
+// keptReadBufferBytes bounds the response buffer an idle exclusive stream
+// keeps; a larger response's buffer is dropped when the stream goes idle.
+const keptReadBufferBytes = 4 << 10
+
+// exclusiveStream is a kept stream used by one request at a time: the
+// requester writes its frame and reads the response itself, as the user
+// of a raw stream does, with no goroutine between them.
+type exclusiveStream struct {
+	s        network.Stream
+	peer     peer.ID
+	fr       frameReader
+	wdl, rdl time.Time // write and read deadlines set on s
+	lastUsed time.Time // when it last went idle
+}
+
+// exclusivePool holds each peer's exclusive streams: idle ones, most
+// recently used last, and how many exist (idle or in use).
+type exclusivePool struct {
+	mu     sync.Mutex
+	closed bool
+	idle   map[peer.ID][]*exclusiveStream
+	count  map[peer.ID]int
+	busy   map[*exclusiveStream]struct{}
+}
+
+func newExclusivePool() exclusivePool {
+	return exclusivePool{
+		idle:  make(map[peer.ID][]*exclusiveStream),
+		count: make(map[peer.ID]int),
+		busy:  make(map[*exclusiveStream]struct{}),
+	}
+}
+
+// takeExclusive returns an exclusive stream to p: an idle one, or a new
+// one while p has fewer than ExclusiveStreams. It returns nil, nil when
+// all of p's are in use (the request shares the pipelined stream).
+func (s *Service) takeExclusive(ctx context.Context, p peer.ID, deadline, now time.Time) (*exclusiveStream, error) {
+	if s.cfg.ExclusiveStreams <= 0 {
+		return nil, nil
+	}
+	pl := &s.excl
+	var stale []*exclusiveStream
+	pl.mu.Lock()
+	if pl.closed {
+		pl.mu.Unlock()
+		return nil, ErrServiceClosed
+	}
+	// Streams idle for half the peer's idle timeout may be closed by it
+	// soon: they are let go from the bottom of the stack.
+	idle := pl.idle[p]
+	for len(idle) > 0 && now.Sub(idle[0].lastUsed) > s.cfg.IdleTimeout/2 {
+		stale = append(stale, idle[0])
+		idle[0] = nil
+		idle = idle[1:]
+		pl.count[p]--
+	}
+	var es *exclusiveStream
+	if n := len(idle); n > 0 {
+		es = idle[n-1]
+		idle[n-1] = nil
+		idle = idle[:n-1]
+		pl.busy[es] = struct{}{}
+	}
+	pl.setIdleLocked(p, idle)
+	if es == nil && pl.count[p] < s.cfg.ExclusiveStreams {
+		pl.count[p]++
+		es = &exclusiveStream{peer: p} // opened below, counted meanwhile
+		pl.busy[es] = struct{}{}
+	}
+	pl.mu.Unlock()
+	for _, old := range stale {
+		_ = old.s.Close()
+	}
+	if es == nil || es.s != nil {
+		return es, nil
+	}
+
+	st, err := s.openStream(ctx, p, deadline)
+	if err == nil {
+		es.fr = frameReader{br: bufio.NewReader(st), max: s.cfg.MaxMessageBytes}
+		pl.mu.Lock()
+		if pl.closed {
+			err = ErrServiceClosed
+			_ = st.Reset()
+		} else {
+			es.s = st // closeExclusive reads it under the lock
+		}
+		pl.mu.Unlock()
+	}
+	if err != nil {
+		s.dropExclusive(es)
+		return nil, err
+	}
+	return es, nil
+}
+
+// setIdleLocked stores p's idle stack; an empty one is kept (its array
+// is reused by the next putExclusive) while p has streams at all.
+func (pl *exclusivePool) setIdleLocked(p peer.ID, idle []*exclusiveStream) {
+	if pl.count[p] <= 0 {
+		delete(pl.idle, p)
+		delete(pl.count, p)
+		return
+	}
+	pl.idle[p] = idle
+}
+
+// putExclusive makes es idle again after a complete round trip.
+func (s *Service) putExclusive(es *exclusiveStream, now time.Time) {
+	if cap(es.fr.buf) > keptReadBufferBytes {
+		es.fr.buf = nil
+	}
+	es.lastUsed = now
+	pl := &s.excl
+	pl.mu.Lock()
+	delete(pl.busy, es)
+	if pl.closed {
+		pl.mu.Unlock()
+		_ = es.s.Reset()
+		return
+	}
+	pl.idle[es.peer] = append(pl.idle[es.peer], es)
+	pl.mu.Unlock()
+}
+
+// dropExclusive resets es (when it was opened) and forgets it.
+func (s *Service) dropExclusive(es *exclusiveStream) {
+	if es.s != nil {
+		_ = es.s.Reset()
+	}
+	pl := &s.excl
+	pl.mu.Lock()
+	delete(pl.busy, es)
+	if pl.count[es.peer]--; pl.count[es.peer] <= 0 {
+		delete(pl.count, es.peer)
+		delete(pl.idle, es.peer)
+	}
+	pl.mu.Unlock()
+}
+
+// dropIdleOn resets the idle exclusive streams of connection c (it closed,
+// or one of its streams just failed).
+func (s *Service) dropIdleOn(p peer.ID, c network.Conn) {
+	pl := &s.excl
+	var dead []*exclusiveStream
+	pl.mu.Lock()
+	idle := pl.idle[p][:0]
+	for _, es := range pl.idle[p] {
+		if c == nil || es.s.Conn() == c {
+			dead = append(dead, es)
+			pl.count[p]--
+		} else {
+			idle = append(idle, es)
+		}
+	}
+	clear(pl.idle[p][len(idle):])
+	pl.setIdleLocked(p, idle)
+	pl.mu.Unlock()
+	for _, es := range dead {
+		_ = es.s.Reset()
+	}
+}
+
+// closeExclusive resets every exclusive stream: requests using one fail
+// with ErrServiceClosed, and no new one is taken.
+func (s *Service) closeExclusive() {
+	pl := &s.excl
+	var all []network.Stream
+	pl.mu.Lock()
+	pl.closed = true
+	for _, idle := range pl.idle {
+		for _, es := range idle {
+			all = append(all, es.s)
+		}
+	}
+	for es := range pl.busy {
+		if es.s != nil {
+			all = append(all, es.s)
+		}
+	}
+	pl.idle = map[peer.ID][]*exclusiveStream{}
+	pl.mu.Unlock()
+	for _, st := range all {
+		_ = st.Reset()
+	}
+}
+
+// aLongTimeAgo, as a read deadline, wakes a blocked read at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// exclusiveRoundTrip writes f on es and reads the response itself. The
+// stream returns to the pool only after a whole, matching response; any
+// failure resets it (a late response can never reach another request).
+func (s *Service) exclusiveRoundTrip(ctx context.Context, es *exclusiveStream, env *Envelope, f *frameBuf, deadline, now time.Time) (*Envelope, error) {
+	// Write deadlines move only when less than half of WriteTimeout
+	// remains, as on the pipelined stream.
+	if wt := s.cfg.WriteTimeout; es.wdl.Sub(now) < wt/2 {
+		es.wdl = now.Add(wt)
+		if err := es.s.SetWriteDeadline(es.wdl); err != nil {
+			return nil, s.exclusiveFailed(es, &retryableError{fmt.Errorf("%w: %w", ErrStreamClosed, err)})
+		}
+	}
+	if _, err := es.s.Write(f.b); err != nil {
+		return nil, s.exclusiveFailed(es, &retryableError{fmt.Errorf("%w: write: %w", ErrStreamClosed, err)})
+	}
+	s.rec.sent(f.typ)
+
+	// The read deadline is the request's. Setting one arms a timer, so
+	// it is only moved when it would come too early, or more than a
+	// twentieth of RequestTimeout too late: a request without a deadline
+	// of its own times out between RequestTimeout and 1.05 times it. A
+	// context that can end wakes the read through context.AfterFunc.
+	want := deadline
+	if d, ok := ctx.Deadline(); ok {
+		want = d
+	}
+	slack := s.cfg.RequestTimeout / 20
+	if es.rdl.Before(want) || es.rdl.After(want.Add(slack)) {
+		es.rdl = want.Add(slack / 2)
+		if err := es.s.SetReadDeadline(es.rdl); err != nil {
+			return nil, s.exclusiveFailed(es, fmt.Errorf("%w: %w", ErrStreamClosed, err))
+		}
+	}
+	if ctx.Done() != nil {
+		st := es.s
+		stop := context.AfterFunc(ctx, func() { _ = st.SetReadDeadline(aLongTimeAgo) })
+		defer stop()
+	}
+
+	body, started, err := es.fr.next()
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			err = ctx.Err()
+		case !started && errors.Is(err, io.EOF):
+			// The peer closes a stream only after answering all it
+			// read: this request was not read.
+			err = &retryableError{errPeerClosed}
+		case isTimeout(err):
+			err = context.DeadlineExceeded
+		default:
+			if started {
+				s.rec.failed(metrics.Unknown, streamErrorReason(err))
+			}
+			err = fmt.Errorf("%w: %w", ErrStreamClosed, err)
+		}
+		return nil, s.exclusiveFailed(es, err)
+	}
+	resp := getEnvelope()
+	id, canonical, err := decodeEnvelopeInto(resp, body)
+	if err == nil && resp.V != EnvelopeVersion {
+		err = fmt.Errorf("%w: response version %d", ErrMalformed, resp.V)
+	}
+	if err == nil && !canonical {
+		id = []byte(resp.ID)
+	}
+	if err == nil && string(id) != env.ID {
+		err = fmt.Errorf("%w: response to %q on the stream of %q", ErrMalformed, id, env.ID)
+	}
+	if err != nil {
+		resp.release()
+		s.rec.failed(metrics.Unknown, ReasonMalformed)
+		return nil, s.exclusiveFailed(es, fmt.Errorf("%w: bad response: %w", ErrStreamClosed, err))
+	}
+	s.rec.received(resp.Type)
+	resp.ID = env.ID
+	s.putExclusive(es, now)
+	return resp, nil
+}
+
+// exclusiveFailed drops es after a failed round trip and returns err, or
+// ErrServiceClosed when the service is closing. A stream that died makes
+// the other idle streams of its connection suspect: they are dropped too,
+// so a retry opens a fresh one.
+func (s *Service) exclusiveFailed(es *exclusiveStream, err error) error {
+	c := es.s.Conn()
+	s.dropExclusive(es)
+	if isRetryable(err) {
+		s.dropIdleOn(es.peer, c)
+	}
+	s.excl.mu.Lock()
+	closed := s.excl.closed
+	s.excl.mu.Unlock()
+	if closed {
+		return ErrServiceClosed
+	}
+	return err
+}
