@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"time"
 
@@ -32,26 +33,33 @@ const keptReadBufferBytes = 4 << 10
 type exclusiveStream struct {
 	s        network.Stream
 	peer     peer.ID
+	of       *peerStreams
 	fr       frameReader
 	wdl, rdl time.Time // write and read deadlines set on s
 	lastUsed time.Time // when it last went idle
 }
 
-// exclusivePool holds each peer's exclusive streams: idle ones, most
-// recently used last, and how many exist (idle or in use).
+// peerStreams are one peer's exclusive streams: the idle ones, most
+// recently used last, and how many there are, idle or in use. It stays in
+// the pool while count > 0, so a stream returns to it without a lookup.
+type peerStreams struct {
+	idle  []*exclusiveStream
+	count int
+}
+
+// exclusivePool holds every peer's exclusive streams; all holds each one
+// opened (idle or in use) until it is dropped, for Shutdown to reset.
 type exclusivePool struct {
 	mu     sync.Mutex
 	closed bool
-	idle   map[peer.ID][]*exclusiveStream
-	count  map[peer.ID]int
-	busy   map[*exclusiveStream]struct{}
+	peers  map[peer.ID]*peerStreams
+	all    map[*exclusiveStream]struct{}
 }
 
 func newExclusivePool() exclusivePool {
 	return exclusivePool{
-		idle:  make(map[peer.ID][]*exclusiveStream),
-		count: make(map[peer.ID]int),
-		busy:  make(map[*exclusiveStream]struct{}),
+		peers: make(map[peer.ID]*peerStreams),
+		all:   make(map[*exclusiveStream]struct{}),
 	}
 }
 
@@ -69,27 +77,31 @@ func (s *Service) takeExclusive(ctx context.Context, p peer.ID, deadline, now ti
 		pl.mu.Unlock()
 		return nil, ErrServiceClosed
 	}
+	ps := pl.peers[p]
+	if ps == nil {
+		ps = &peerStreams{}
+		pl.peers[p] = ps
+	}
 	// Streams idle for half the peer's idle timeout may be closed by it
 	// soon: they are let go from the bottom of the stack.
-	idle := pl.idle[p]
-	for len(idle) > 0 && now.Sub(idle[0].lastUsed) > s.cfg.IdleTimeout/2 {
-		stale = append(stale, idle[0])
-		idle[0] = nil
-		idle = idle[1:]
-		pl.count[p]--
+	for len(ps.idle) > 0 && now.Sub(ps.idle[0].lastUsed) > s.cfg.IdleTimeout/2 {
+		old := ps.idle[0]
+		stale = append(stale, old)
+		ps.idle = slices.Delete(ps.idle, 0, 1)
+		ps.count--
+		delete(pl.all, old)
 	}
 	var es *exclusiveStream
-	if n := len(idle); n > 0 {
-		es = idle[n-1]
-		idle[n-1] = nil
-		idle = idle[:n-1]
-		pl.busy[es] = struct{}{}
+	if n := len(ps.idle); n > 0 {
+		es = ps.idle[n-1]
+		ps.idle[n-1] = nil
+		ps.idle = ps.idle[:n-1]
+	} else if ps.count < s.cfg.ExclusiveStreams {
+		ps.count++ // opened below, counted meanwhile
+		es = &exclusiveStream{peer: p, of: ps}
 	}
-	pl.setIdleLocked(p, idle)
-	if es == nil && pl.count[p] < s.cfg.ExclusiveStreams {
-		pl.count[p]++
-		es = &exclusiveStream{peer: p} // opened below, counted meanwhile
-		pl.busy[es] = struct{}{}
+	if ps.count == 0 {
+		delete(pl.peers, p)
 	}
 	pl.mu.Unlock()
 	for _, old := range stale {
@@ -107,7 +119,8 @@ func (s *Service) takeExclusive(ctx context.Context, p peer.ID, deadline, now ti
 			err = ErrServiceClosed
 			_ = st.Reset()
 		} else {
-			es.s = st // closeExclusive reads it under the lock
+			es.s = st
+			pl.all[es] = struct{}{}
 		}
 		pl.mu.Unlock()
 	}
@@ -118,17 +131,6 @@ func (s *Service) takeExclusive(ctx context.Context, p peer.ID, deadline, now ti
 	return es, nil
 }
 
-// setIdleLocked stores p's idle stack; an empty one is kept (its array
-// is reused by the next putExclusive) while p has streams at all.
-func (pl *exclusivePool) setIdleLocked(p peer.ID, idle []*exclusiveStream) {
-	if pl.count[p] <= 0 {
-		delete(pl.idle, p)
-		delete(pl.count, p)
-		return
-	}
-	pl.idle[p] = idle
-}
-
 // putExclusive makes es idle again after a complete round trip.
 func (s *Service) putExclusive(es *exclusiveStream, now time.Time) {
 	if cap(es.fr.buf) > keptReadBufferBytes {
@@ -137,13 +139,12 @@ func (s *Service) putExclusive(es *exclusiveStream, now time.Time) {
 	es.lastUsed = now
 	pl := &s.excl
 	pl.mu.Lock()
-	delete(pl.busy, es)
 	if pl.closed {
 		pl.mu.Unlock()
 		_ = es.s.Reset()
 		return
 	}
-	pl.idle[es.peer] = append(pl.idle[es.peer], es)
+	es.of.idle = append(es.of.idle, es)
 	pl.mu.Unlock()
 }
 
@@ -154,31 +155,33 @@ func (s *Service) dropExclusive(es *exclusiveStream) {
 	}
 	pl := &s.excl
 	pl.mu.Lock()
-	delete(pl.busy, es)
-	if pl.count[es.peer]--; pl.count[es.peer] <= 0 {
-		delete(pl.count, es.peer)
-		delete(pl.idle, es.peer)
+	delete(pl.all, es)
+	if es.of.count--; es.of.count <= 0 && pl.peers[es.peer] == es.of {
+		delete(pl.peers, es.peer)
 	}
 	pl.mu.Unlock()
 }
 
-// dropIdleOn resets the idle exclusive streams of connection c (it closed,
-// or one of its streams just failed).
+// dropIdleOn resets the idle exclusive streams to p on connection c (it
+// closed, or one of its streams just failed).
 func (s *Service) dropIdleOn(p peer.ID, c network.Conn) {
 	pl := &s.excl
 	var dead []*exclusiveStream
 	pl.mu.Lock()
-	idle := pl.idle[p][:0]
-	for _, es := range pl.idle[p] {
-		if c == nil || es.s.Conn() == c {
+	if ps := pl.peers[p]; ps != nil {
+		ps.idle = slices.DeleteFunc(ps.idle, func(es *exclusiveStream) bool {
+			if es.s.Conn() != c {
+				return false
+			}
 			dead = append(dead, es)
-			pl.count[p]--
-		} else {
-			idle = append(idle, es)
+			ps.count--
+			delete(pl.all, es)
+			return true
+		})
+		if ps.count <= 0 {
+			delete(pl.peers, p)
 		}
 	}
-	clear(pl.idle[p][len(idle):])
-	pl.setIdleLocked(p, idle)
 	pl.mu.Unlock()
 	for _, es := range dead {
 		_ = es.s.Reset()
@@ -189,20 +192,12 @@ func (s *Service) dropIdleOn(p peer.ID, c network.Conn) {
 // with ErrServiceClosed, and no new one is taken.
 func (s *Service) closeExclusive() {
 	pl := &s.excl
-	var all []network.Stream
 	pl.mu.Lock()
 	pl.closed = true
-	for _, idle := range pl.idle {
-		for _, es := range idle {
-			all = append(all, es.s)
-		}
+	all := make([]network.Stream, 0, len(pl.all))
+	for es := range pl.all {
+		all = append(all, es.s)
 	}
-	for es := range pl.busy {
-		if es.s != nil {
-			all = append(all, es.s)
-		}
-	}
-	pl.idle = map[peer.ID][]*exclusiveStream{}
 	pl.mu.Unlock()
 	for _, st := range all {
 		_ = st.Reset()

@@ -22,10 +22,20 @@ func inboundStreams(n *testNode) int {
 	return len(n.svc.inbound)
 }
 
+// pool reports A's exclusive streams to p: idle, in all, and busy (opened
+// and not idle, across peers).
 func (n *testNode) pool(p peer.ID) (idle, count, busy int) {
-	n.svc.excl.mu.Lock()
-	defer n.svc.excl.mu.Unlock()
-	return len(n.svc.excl.idle[p]), n.svc.excl.count[p], len(n.svc.excl.busy)
+	pl := &n.svc.excl
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	idleAll := 0
+	for _, ps := range pl.peers {
+		idleAll += len(ps.idle)
+	}
+	if ps := pl.peers[p]; ps != nil {
+		idle, count = len(ps.idle), ps.count
+	}
+	return idle, count, len(pl.all) - idleAll
 }
 
 // heldReplies makes b answer task.request only once release is closed;
