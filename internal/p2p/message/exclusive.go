@@ -240,13 +240,17 @@ func (s *Service) exclusiveRoundTrip(ctx context.Context, es *exclusiveStream, e
 			return nil, s.exclusiveFailed(es, fmt.Errorf("%w: %w", ErrStreamClosed, err))
 		}
 	}
+	var stop func() bool
 	if ctx.Done() != nil {
 		st := es.s
-		stop := context.AfterFunc(ctx, func() { _ = st.SetReadDeadline(aLongTimeAgo) })
-		defer stop()
+		stop = context.AfterFunc(ctx, func() { _ = st.SetReadDeadline(aLongTimeAgo) })
 	}
 
 	body, started, err := es.fr.next()
+	// A context that ended just as the response arrived has moved (or is
+	// moving) the stream's read deadline into the past: the stream is not
+	// reused, or the next request on it would fail for nothing.
+	interrupted := stop != nil && !stop()
 	if err != nil {
 		switch {
 		case ctx.Err() != nil:
@@ -283,7 +287,11 @@ func (s *Service) exclusiveRoundTrip(ctx context.Context, es *exclusiveStream, e
 	}
 	s.rec.received(resp.Type)
 	resp.ID = env.ID
-	s.putExclusive(es, now)
+	if interrupted {
+		s.dropExclusive(es)
+	} else {
+		s.putExclusive(es, now)
+	}
 	return resp, nil
 }
 

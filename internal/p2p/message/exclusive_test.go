@@ -267,3 +267,30 @@ func TestWrongResponseIDOnExclusiveStream(t *testing.T) {
 		t.Fatalf("B saw %d streams, want 2 (the reset one and a new one)", got)
 	}
 }
+
+// TestCancelAsTheResponseArrives: contexts cancelled around the moment
+// their response arrives, so that some requests are cancelled while they
+// read and some just after. Whichever wins, the request after each goes
+// through on the one exclusive stream or a new one. (The narrowest case, a
+// cancellation between the read's return and its AfterFunc being stopped,
+// is rarely hit here; exclusiveRoundTrip drops the stream whenever stop
+// reports that the function ran.)
+func TestCancelAsTheResponseArrives(t *testing.T) {
+	a, b := newTestNode(t, withService(func(c *ServiceConfig) { c.ExclusiveStreams = 1 })), newTestNode(t)
+	connect(t, a, b)
+	rtt, err := a.svc.Ping(context.Background(), b.h.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 300 {
+		ctx, cancel := context.WithCancel(context.Background())
+		// Cancel somewhere between half and one and a half round trips.
+		timer := time.AfterFunc(rtt/2+time.Duration(i%10)*rtt/10, cancel)
+		_, _ = a.svc.Ping(ctx, b.h.ID())
+		timer.Stop()
+		cancel()
+		if _, err := a.svc.Ping(context.Background(), b.h.ID()); err != nil {
+			t.Fatalf("ping %d after a cancelled one: %v", i, err)
+		}
+	}
+}
