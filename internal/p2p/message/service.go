@@ -336,38 +336,36 @@ func (s *Service) send(ctx context.Context, p peer.ID, env *Envelope, deadline, 
 		if attempt > 0 {
 			now = time.Now()
 		}
-		es, err := s.takeExclusive(ctx, p, deadline, now)
-		if err != nil {
-			return nil, singleLine(fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err))
-		}
-		if es != nil {
-			resp, err := s.exclusiveRoundTrip(ctx, es, env, frame, deadline, now)
-			if err != nil {
-				if attempt == 0 && isRetryable(err) && ctx.Err() == nil {
-					s.log.Debug("retrying request on a new stream", "peer", p.String(), "type", env.Type, "err", err)
-					continue
-				}
-				return nil, singleLine(fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err))
-			}
+		resp, err := s.roundTrip(ctx, p, env, frame, deadline, now)
+		if err == nil {
 			return s.response(env, p, resp)
 		}
-		ob, waited, err := s.outboundTo(ctx, p, deadline)
-		if err != nil {
-			return nil, singleLine(fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err))
+		if attempt == 0 && isRetryable(err) && ctx.Err() == nil {
+			s.log.Debug("retrying request on a new stream", "peer", p.String(), "type", env.Type, "err", err)
+			continue
 		}
-		if waited {
-			now = time.Now()
-		}
-		resp, err := ob.roundTrip(ctx, env, frame, deadline, now)
-		if err != nil {
-			if attempt == 0 && isRetryable(err) && ctx.Err() == nil {
-				s.log.Debug("retrying request on a new stream", "peer", p.String(), "type", env.Type, "err", err)
-				continue
-			}
-			return nil, singleLine(fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err))
-		}
-		return s.response(env, p, resp)
+		return nil, singleLine(fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err))
 	}
+}
+
+// roundTrip makes one attempt at a request: on an exclusive stream to p
+// when one is free or may be opened, else pipelined on the shared one.
+func (s *Service) roundTrip(ctx context.Context, p peer.ID, env *Envelope, frame *frameBuf, deadline, now time.Time) (*Envelope, error) {
+	es, err := s.takeExclusive(ctx, p, deadline, now)
+	if err != nil {
+		return nil, err
+	}
+	if es != nil {
+		return s.exclusiveRoundTrip(ctx, es, env, frame, deadline, now)
+	}
+	ob, waited, err := s.outboundTo(ctx, p, deadline)
+	if err != nil {
+		return nil, err
+	}
+	if waited {
+		now = time.Now()
+	}
+	return ob.roundTrip(ctx, env, frame, deadline, now)
 }
 
 // response returns resp, or the *RemoteError an "error" response carries.
