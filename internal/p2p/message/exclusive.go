@@ -64,18 +64,19 @@ func newExclusivePool() exclusivePool {
 }
 
 // takeExclusive returns an exclusive stream to p: an idle one, or a new
-// one while p has fewer than ExclusiveStreams. It returns nil, nil when
-// all of p's are in use (the request shares the pipelined stream).
-func (s *Service) takeExclusive(ctx context.Context, p peer.ID, deadline, now time.Time) (*exclusiveStream, error) {
+// one while p has fewer than ExclusiveStreams (opened reports that, so the
+// caller's clock reading is stale). It returns nil when all of p's are in
+// use (the request shares the pipelined stream).
+func (s *Service) takeExclusive(ctx context.Context, p peer.ID, deadline, now time.Time) (es *exclusiveStream, opened bool, err error) {
 	if s.cfg.ExclusiveStreams <= 0 {
-		return nil, nil
+		return nil, false, nil
 	}
 	pl := &s.excl
 	var stale []*exclusiveStream
 	pl.mu.Lock()
 	if pl.closed {
 		pl.mu.Unlock()
-		return nil, ErrServiceClosed
+		return nil, false, ErrServiceClosed
 	}
 	ps := pl.peers[p]
 	if ps == nil {
@@ -91,7 +92,6 @@ func (s *Service) takeExclusive(ctx context.Context, p peer.ID, deadline, now ti
 		ps.count--
 		delete(pl.all, old)
 	}
-	var es *exclusiveStream
 	if n := len(ps.idle); n > 0 {
 		es = ps.idle[n-1]
 		ps.idle[n-1] = nil
@@ -108,7 +108,7 @@ func (s *Service) takeExclusive(ctx context.Context, p peer.ID, deadline, now ti
 		_ = old.s.Close()
 	}
 	if es == nil || es.s != nil {
-		return es, nil
+		return es, false, nil
 	}
 
 	st, err := s.openStream(ctx, p, deadline)
@@ -126,9 +126,9 @@ func (s *Service) takeExclusive(ctx context.Context, p peer.ID, deadline, now ti
 	}
 	if err != nil {
 		s.dropExclusive(es)
-		return nil, err
+		return nil, false, err
 	}
-	return es, nil
+	return es, true, nil
 }
 
 // putExclusive makes es idle again after a complete round trip.

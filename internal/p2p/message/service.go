@@ -351,9 +351,12 @@ func (s *Service) send(ctx context.Context, p peer.ID, env *Envelope, deadline, 
 // roundTrip makes one attempt at a request: on an exclusive stream to p
 // when one is free or may be opened, else pipelined on the shared one.
 func (s *Service) roundTrip(ctx context.Context, p peer.ID, env *Envelope, frame *frameBuf, deadline, now time.Time) (*Envelope, error) {
-	es, err := s.takeExclusive(ctx, p, deadline, now)
+	es, opened, err := s.takeExclusive(ctx, p, deadline, now)
 	if err != nil {
 		return nil, err
+	}
+	if opened {
+		now = time.Now()
 	}
 	if es != nil {
 		return s.exclusiveRoundTrip(ctx, es, env, frame, deadline, now)
