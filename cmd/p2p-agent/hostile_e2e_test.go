@@ -66,7 +66,8 @@ func dialRaw(ctx context.Context, t *testing.T, n *testenv.Node) (host.Host, pee
 }
 
 // TestHostilePeerBoundedMemory connects a real libp2p host to the built
-// binary and sends it 16 streams x 64 task.request frames at once whose
+// binary and sends it as many streams as a peer may open
+// (message.StreamsPerPeer, 32) x 64 task.request frames at once whose
 // outputs are huge (text.embed at the largest dim, text.chunk with a tiny
 // window) or just under the message limit. The node's RSS must stay under
 // 512 MiB during and after, every request must be answered (a result or a
@@ -95,7 +96,7 @@ func TestHostilePeerBoundedMemory(t *testing.T) {
 		input json.RawMessage
 	}{{task.TypeEmbed, hugeEmbed}, {task.TypeEmbed, nearEmbed}, {task.TypeChunk, hugeChunk}, {task.TypeEmbed, nearEmbed}}
 
-	const streams, perStream = 16, 64
+	const streams, perStream = message.StreamsPerPeer, 64
 	var (
 		mu      sync.Mutex
 		replies = map[string]int{} // "<type>/<state>/<code>" or "error/<code>"

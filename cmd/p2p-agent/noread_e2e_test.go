@@ -14,8 +14,9 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/testenv"
 )
 
-// TestPeerThatNeverReadsReplies sends the built binary pings on 16 streams
-// as fast as it takes them and never reads a reply: the replies the node
+// TestPeerThatNeverReadsReplies sends the built binary pings on as many
+// streams as a peer may open (message.StreamsPerPeer), as fast as it
+// takes them, and never reads a reply: the replies the node
 // gathers for one write are bounded, so its writes stall on flow control,
 // its readers stop reading (backpressure), the streams are reset after the
 // write deadline, and the node's memory stays bounded and it still answers
@@ -36,7 +37,7 @@ func TestPeerThatNeverReadsReplies(t *testing.T) {
 		env, _ := json.Marshal(message.Envelope{V: 1, ID: "p" + string(rune('a'+i%26)), Type: message.TypePing, SentAt: time.Now().UTC()})
 		frames = append(binary.AppendUvarint(frames, uint64(len(env))), env...)
 	}
-	const streams = 16
+	const streams = message.StreamsPerPeer // as many as a peer may open
 	var (
 		wg      sync.WaitGroup
 		mu      sync.Mutex

@@ -315,7 +315,7 @@ func newResourceManager(withMetrics bool) (network.ResourceManager, error) {
 		rcmgr.BaseLimit{StreamsInbound: 1024, StreamsOutbound: 1024, Streams: 2048, Memory: 256 << 20},
 		rcmgr.BaseLimitIncrease{StreamsInbound: 256, StreamsOutbound: 256, Streams: 512, Memory: 64 << 20})
 	limits.AddProtocolPeerLimit(protocol.ID(message.ProtocolID),
-		rcmgr.BaseLimit{StreamsInbound: 16, StreamsOutbound: 16, Streams: 32, Memory: 32 << 20},
+		rcmgr.BaseLimit{StreamsInbound: message.StreamsPerPeer, StreamsOutbound: message.StreamsPerPeer, Streams: 2 * message.StreamsPerPeer, Memory: 32 << 20},
 		rcmgr.BaseLimitIncrease{})
 	limits.AddProtocolPeerLimit(PeerExchangeProtocolID,
 		rcmgr.BaseLimit{StreamsInbound: 2, StreamsOutbound: 2, Streams: 4, Memory: 1 << 20},

@@ -16,12 +16,18 @@ import (
 	"github.com/p2p-ai-agents/p2p-agent/internal/metrics"
 )
 
-// DefaultExclusiveStreams is the default of ServiceConfig.ExclusiveStreams.
-const DefaultExclusiveStreams = 8
+// StreamsPerPeer is how many streams of ProtocolID a node accepts from one
+// peer, and opens to one, at a time: the node's resource manager limit.
+const StreamsPerPeer = 32
 
-// maxExclusiveStreams leaves one of the 16 message streams per peer the
-// resource manager allows for the shared stream and one for reopening.
-const maxExclusiveStreams = 14
+// DefaultExclusiveStreams is the default of ServiceConfig.ExclusiveStreams:
+// as many as the requests a node's callers usually have in flight to one
+// peer (16 concurrent requests then run as 16 raw streams would).
+const DefaultExclusiveStreams = 16
+
+// maxExclusiveStreams leaves one of the StreamsPerPeer the resource manager
+// allows for the shared stream and one for reopening.
+const maxExclusiveStreams = StreamsPerPeer - 2
 
 // keptReadBufferBytes bounds the response buffer an idle exclusive stream
 // keeps; a larger response's buffer is dropped when the stream goes idle.

@@ -44,9 +44,9 @@ type ServiceConfig struct {
 	// (default 64); beyond it the stream is not read (backpressure).
 	MaxConcurrentPerStream int
 	// ExclusiveStreams is how many kept streams per peer carry one request
-	// at a time, read by the requester itself (default 8, at most 14:
-	// the resource manager allows 16 message streams per peer and
-	// direction); a request finding them all busy is pipelined on the
+	// at a time, read by the requester itself (default 16, at most 30:
+	// the resource manager allows StreamsPerPeer message streams per peer
+	// and direction); a request finding them all busy is pipelined on the
 	// peer's shared stream instead. Negative: every request is pipelined.
 	ExclusiveStreams int
 	// MaxInflightBytes bounds the bytes of inbound request frames held by
