@@ -113,9 +113,13 @@ func appendEnvelope(dst []byte, env *Envelope) ([]byte, error) {
 	dst = append(dst, `","type":"`...)
 	dst = append(dst, env.Type...)
 	dst = append(dst, `","sent_at":"`...)
-	dst, err := env.SentAt.AppendText(dst) // exactly Time.MarshalJSON's checks
-	if err != nil {
-		return dst, fmt.Errorf("encode envelope: %w", err)
+	if b, ok := appendUTC(dst, env.SentAt); ok {
+		dst = b
+	} else {
+		var err error
+		if dst, err = env.SentAt.AppendText(dst); err != nil { // exactly Time.MarshalJSON's checks
+			return dst, fmt.Errorf("encode envelope: %w", err)
+		}
 	}
 	dst = append(dst, '"')
 	if env.Trace != "" {
@@ -249,7 +253,9 @@ func decodeCanonicalInto(env *Envelope, b []byte) (id []byte, ok bool) {
 		return nil, false
 	}
 	env.V = 1
-	if env.SentAt.UnmarshalJSON(ts) != nil {
+	if t, ok := parseUTC(ts); ok {
+		env.SentAt = t
+	} else if env.SentAt.UnmarshalJSON(ts) != nil {
 		return nil, false
 	}
 	if rest, ok := bytes.CutPrefix(b, []byte(`,"trace":"`)); ok {

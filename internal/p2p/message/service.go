@@ -14,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -117,6 +118,7 @@ func (c *ServiceConfig) defaults() {
 // pipelined and their responses matched by ID.
 type Service struct {
 	lh      host.Host
+	latency peerstore.Metrics // lh's peerstore, kept: Ping records into it
 	cfg     ServiceConfig
 	log     *slog.Logger
 	rec     recorder
@@ -155,6 +157,7 @@ func NewService(h host.Host, m *metrics.Messages, cfg ServiceConfig) *Service {
 	_, _ = rand.Read(idb[:])
 	s := &Service{
 		lh:       h,
+		latency:  h.Peerstore(),
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "messages"),
 		rec:      recorder{m},
@@ -397,7 +400,7 @@ func (s *Service) Ping(ctx context.Context, p peer.ID) (time.Duration, error) {
 	if typ != TypePong {
 		return 0, fmt.Errorf("p2p: ping %s: %w: answered %q", p, ErrMalformed, typ)
 	}
-	s.lh.Peerstore().RecordLatency(p, rtt)
+	s.latency.RecordLatency(p, rtt)
 	return rtt, nil
 }
 
