@@ -38,7 +38,7 @@ func TestCLITask(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res.Chunks) != 1 || res.Chunks[0].Text != "one two three four" || res.Chunks[0].Tokens != 4 {
 		t.Fatalf("submit --wait printed %q (%v)", out, err)
 	}
-	if !regexp.MustCompile(`^task [0-9a-f]{32}: queued after .*\n(task [0-9a-f]{32}: running after .*\n)?task [0-9a-f]{32}: succeeded after .*\n$`).MatchString(errOut) {
+	if !regexp.MustCompile(`^(trace [0-9a-f]{32}\n)?task [0-9a-f]{32}: queued after .*\n(task [0-9a-f]{32}: running after .*\n)?task [0-9a-f]{32}: succeeded after .*\n$`).MatchString(errOut) {
 		t.Fatalf("progress on stderr = %q", errOut)
 	}
 
