@@ -161,6 +161,10 @@ func (s *Service) openOutbound(ctx context.Context, p peer.ID) (*outboundStream,
 		done:    make(chan struct{}),
 	}
 	ob.w = newFrameWriter(st, s.cfg.WriteTimeout, s.rec, func(err error) {
+		if refusedByLimit(err) {
+			ob.refused()
+			return
+		}
 		ob.fail(fmt.Errorf("%w: write: %w", ErrStreamClosed, err), true)
 	})
 	return ob, nil
@@ -201,6 +205,10 @@ func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frame
 	ob.mu.Unlock()
 
 	if err := ob.w.write(f, now); err != nil {
+		if refusedByLimit(err) {
+			ob.refused()
+			return nil, &retryableError{errStreamRefused}
+		}
 		err = fmt.Errorf("%w: write: %w", ErrStreamClosed, err)
 		ob.fail(err, true)
 		return nil, &retryableError{err}
@@ -218,7 +226,7 @@ func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frame
 			return resp, nil
 		default:
 		}
-		if errors.Is(ob.err, errPeerClosed) {
+		if errors.Is(ob.err, errPeerClosed) || errors.Is(ob.err, errStreamRefused) {
 			return nil, &retryableError{ob.err}
 		}
 		return nil, ob.err
@@ -255,6 +263,10 @@ func (ob *outboundStream) readLoop() {
 				ob.fail(errPeerClosed, false)
 				return
 			}
+			if !started && refusedByLimit(err) {
+				ob.refused()
+				return
+			}
 			if started {
 				s.rec.failed(metrics.Unknown, streamErrorReason(err))
 			}
@@ -288,6 +300,18 @@ func (ob *outboundStream) readLoop() {
 			env.release()
 		}
 	}
+}
+
+// refused ends the stream the peer refused (see streamRefused): the
+// requests on it were not handled.
+func (ob *outboundStream) refused() {
+	ob.mu.Lock()
+	first := ob.err == nil
+	ob.mu.Unlock()
+	if first {
+		ob.svc.streamRefused(ob.peer, nil)
+	}
+	ob.fail(errStreamRefused, true)
 }
 
 // fail ends the stream once: waiting requests see err, and the next

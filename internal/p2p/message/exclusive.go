@@ -48,25 +48,156 @@ type exclusiveStream struct {
 // peerStreams are one peer's exclusive streams: the idle ones, most
 // recently used last, and how many there are, idle or in use. It stays in
 // the pool while count > 0, so a stream returns to it without a lookup.
+// limit is how many it may have (ExclusiveStreams, or fewer once the peer
+// refused a stream); waiters are requests whose stream the peer refused,
+// waiting for one of these streams to be handed to them (nil: try again).
 type peerStreams struct {
-	idle  []*exclusiveStream
-	count int
+	idle    []*exclusiveStream
+	count   int
+	limit   int
+	waiters []chan *exclusiveStream
+}
+
+// wakeAll tells every waiter to try again on its own.
+func (ps *peerStreams) wakeAll() {
+	for _, w := range ps.waiters {
+		w <- nil
+	}
+	ps.waiters = nil
 }
 
 // exclusivePool holds every peer's exclusive streams; all holds each one
 // opened (idle or in use) until it is dropped, for Shutdown to reset.
+// limits holds, for each connected peer that refused one of our streams,
+// how many exclusive streams it is given from then on.
 type exclusivePool struct {
 	mu     sync.Mutex
 	closed bool
 	peers  map[peer.ID]*peerStreams
 	all    map[*exclusiveStream]struct{}
+	limits map[peer.ID]int
 }
 
 func newExclusivePool() exclusivePool {
 	return exclusivePool{
-		peers: make(map[peer.ID]*peerStreams),
-		all:   make(map[*exclusiveStream]struct{}),
+		peers:  make(map[peer.ID]*peerStreams),
+		all:    make(map[*exclusiveStream]struct{}),
+		limits: make(map[peer.ID]int),
 	}
+}
+
+// errStreamRefused is a stream the peer reset as soon as it was opened
+// because its resource manager allows no more of our message streams (a
+// peer of an older build allows 16): the request was not handled.
+var errStreamRefused = fmt.Errorf("%w: refused by the peer's stream limit", ErrStreamClosed)
+
+// refusedByLimit reports whether err is the peer resetting a stream it
+// refused for its resource limits.
+func refusedByLimit(err error) bool {
+	return errors.Is(err, &network.StreamError{ErrorCode: network.StreamResourceLimitExceeded, Remote: true})
+}
+
+// streamRefused learns from p refusing a message stream of ours: the
+// shared one, or es. With open streams of ours to p when it did (the
+// refused one included), p allows at most open-1, so from now on p gets
+// open-2 exclusive streams and the shared one. The limit only ever goes
+// down, and is forgotten when p disconnects. A refused es is dropped in
+// the same step, so that concurrent refusals each count what is left.
+func (s *Service) streamRefused(p peer.ID, es *exclusiveStream) {
+	shared := es == nil // the refused one
+	if !shared {
+		s.smu.Lock()
+		shared = s.outbound[p] != nil
+		s.smu.Unlock()
+	}
+	pl := &s.excl
+	pl.mu.Lock()
+	open := 0
+	if shared {
+		open++
+	}
+	ps := pl.peers[p]
+	if es != nil {
+		ps = es.of
+	}
+	if ps != nil {
+		open += ps.count
+	}
+	limit := max(open-2, 0)
+	old, known := pl.limits[p]
+	lowered := !known || limit < old
+	if lowered {
+		pl.limits[p] = limit
+		if ps != nil {
+			ps.limit = limit
+		}
+	}
+	if es != nil {
+		pl.dropLocked(es)
+	}
+	pl.mu.Unlock()
+	if es != nil {
+		_ = es.s.Reset()
+	}
+	if lowered {
+		s.log.Info("peer refused a message stream: fewer exclusive streams to it", "peer", p.String(), "open", open, "exclusive_streams", limit)
+	}
+}
+
+// forgetLimit forgets what p refused, once it is no longer connected: it
+// may come back with another build.
+func (s *Service) forgetLimit(p peer.ID) {
+	s.excl.mu.Lock()
+	delete(s.excl.limits, p)
+	s.excl.mu.Unlock()
+}
+
+// awaitExclusive waits, for a request whose stream p refused, until one of
+// p's exclusive streams is handed over (returned) or one is let go (nil:
+// try again), or the request's deadline. When p has room or no exclusive
+// stream to wait for, it returns nil at once.
+func (s *Service) awaitExclusive(ctx context.Context, p peer.ID, deadline time.Time) (*exclusiveStream, error) {
+	pl := &s.excl
+	pl.mu.Lock()
+	ps := pl.peers[p]
+	if pl.closed || ps == nil || ps.count == 0 || ps.count < ps.limit {
+		pl.mu.Unlock()
+		return nil, nil
+	}
+	w := make(chan *exclusiveStream, 1)
+	ps.waiters = append(ps.waiters, w)
+	pl.mu.Unlock()
+
+	var expired <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		expired = t.C
+	}
+	var err error
+	select {
+	case es := <-w:
+		return es, nil
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-expired:
+		err = context.DeadlineExceeded
+	}
+	pl.mu.Lock()
+	waiting := false
+	ps.waiters = slices.DeleteFunc(ps.waiters, func(c chan *exclusiveStream) bool {
+		if c == w {
+			waiting = true
+		}
+		return c == w
+	})
+	pl.mu.Unlock()
+	if !waiting { // handed a stream (or woken) as it gave up
+		if es := <-w; es != nil {
+			s.putExclusive(es, time.Now())
+		}
+	}
+	return nil, err
 }
 
 // takeExclusive returns an exclusive stream to p: an idle one, or a new
@@ -86,7 +217,10 @@ func (s *Service) takeExclusive(ctx context.Context, p peer.ID, deadline, now ti
 	}
 	ps := pl.peers[p]
 	if ps == nil {
-		ps = &peerStreams{}
+		ps = &peerStreams{limit: s.cfg.ExclusiveStreams}
+		if l, ok := pl.limits[p]; ok {
+			ps.limit = min(ps.limit, l)
+		}
 		pl.peers[p] = ps
 	}
 	// Streams idle for half the peer's idle timeout may be closed by it
@@ -102,11 +236,12 @@ func (s *Service) takeExclusive(ctx context.Context, p peer.ID, deadline, now ti
 		es = ps.idle[n-1]
 		ps.idle[n-1] = nil
 		ps.idle = ps.idle[:n-1]
-	} else if ps.count < s.cfg.ExclusiveStreams {
+	} else if ps.count < ps.limit {
 		ps.count++ // opened below, counted meanwhile
 		es = &exclusiveStream{peer: p, of: ps}
 	}
 	if ps.count == 0 {
+		ps.wakeAll()
 		delete(pl.peers, p)
 	}
 	pl.mu.Unlock()
@@ -137,7 +272,9 @@ func (s *Service) takeExclusive(ctx context.Context, p peer.ID, deadline, now ti
 	return es, true, nil
 }
 
-// putExclusive makes es idle again after a complete round trip.
+// putExclusive makes es idle again after a complete round trip, hands it
+// to a request waiting for one, or closes it when its peer now has more
+// than its limit.
 func (s *Service) putExclusive(es *exclusiveStream, now time.Time) {
 	if cap(es.fr.buf) > keptReadBufferBytes {
 		es.fr.buf = nil
@@ -150,7 +287,22 @@ func (s *Service) putExclusive(es *exclusiveStream, now time.Time) {
 		_ = es.s.Reset()
 		return
 	}
-	es.of.idle = append(es.of.idle, es)
+	ps := es.of
+	if len(ps.waiters) > 0 {
+		w := ps.waiters[0]
+		ps.waiters = slices.Delete(ps.waiters, 0, 1)
+		pl.mu.Unlock()
+		w <- es
+		return
+	}
+	if ps.count > ps.limit {
+		ps.count--
+		delete(pl.all, es)
+		pl.mu.Unlock()
+		_ = es.s.Close()
+		return
+	}
+	ps.idle = append(ps.idle, es)
 	pl.mu.Unlock()
 }
 
@@ -161,11 +313,27 @@ func (s *Service) dropExclusive(es *exclusiveStream) {
 	}
 	pl := &s.excl
 	pl.mu.Lock()
-	delete(pl.all, es)
-	if es.of.count--; es.of.count <= 0 && pl.peers[es.peer] == es.of {
-		delete(pl.peers, es.peer)
-	}
+	pl.dropLocked(es)
 	pl.mu.Unlock()
+}
+
+// dropLocked forgets es, with pl.mu held: a request waiting for one of its
+// peer's streams may open one instead.
+func (pl *exclusivePool) dropLocked(es *exclusiveStream) {
+	delete(pl.all, es)
+	ps := es.of
+	ps.count--
+	switch {
+	case ps.count <= 0:
+		ps.wakeAll()
+		if pl.peers[es.peer] == ps {
+			delete(pl.peers, es.peer)
+		}
+	case len(ps.waiters) > 0 && ps.count < ps.limit:
+		w := ps.waiters[0]
+		ps.waiters = slices.Delete(ps.waiters, 0, 1)
+		w <- nil
+	}
 }
 
 // dropIdleOn resets the idle exclusive streams to p on connection c (it
@@ -185,6 +353,7 @@ func (s *Service) dropIdleOn(p peer.ID, c network.Conn) {
 			return true
 		})
 		if ps.count <= 0 {
+			ps.wakeAll()
 			delete(pl.peers, p)
 		}
 	}
@@ -200,6 +369,9 @@ func (s *Service) closeExclusive() {
 	pl := &s.excl
 	pl.mu.Lock()
 	pl.closed = true
+	for _, ps := range pl.peers {
+		ps.wakeAll()
+	}
 	all := make([]network.Stream, 0, len(pl.all))
 	for es := range pl.all {
 		all = append(all, es.s)
@@ -226,6 +398,9 @@ func (s *Service) exclusiveRoundTrip(ctx context.Context, es *exclusiveStream, e
 		}
 	}
 	if _, err := es.s.Write(f.b); err != nil {
+		if refusedByLimit(err) {
+			return nil, s.exclusiveRefused(es)
+		}
 		return nil, s.exclusiveFailed(es, &retryableError{fmt.Errorf("%w: write: %w", ErrStreamClosed, err)})
 	}
 	s.rec.sent(f.typ)
@@ -265,6 +440,8 @@ func (s *Service) exclusiveRoundTrip(ctx context.Context, es *exclusiveStream, e
 			// The peer closes a stream only after answering all it
 			// read: this request was not read.
 			err = &retryableError{errPeerClosed}
+		case !started && refusedByLimit(err):
+			return nil, s.exclusiveRefused(es)
 		case isTimeout(err):
 			err = context.DeadlineExceeded
 		default:
@@ -318,4 +495,17 @@ func (s *Service) exclusiveFailed(es *exclusiveStream, err error) error {
 		return ErrServiceClosed
 	}
 	return err
+}
+
+// exclusiveRefused drops es, which its peer refused, learning the peer's
+// limit; the request was not handled, and may be sent again.
+func (s *Service) exclusiveRefused(es *exclusiveStream) error {
+	s.streamRefused(es.peer, es)
+	s.excl.mu.Lock()
+	closed := s.excl.closed
+	s.excl.mu.Unlock()
+	if closed {
+		return ErrServiceClosed
+	}
+	return &retryableError{errStreamRefused}
 }

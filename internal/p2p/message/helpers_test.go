@@ -31,6 +31,12 @@ type testNode struct {
 type nodeConfig struct {
 	listen []string
 	sc     ServiceConfig
+	host   []libp2p.Option
+}
+
+// withHost adds options to the node's libp2p host.
+func withHost(opts ...libp2p.Option) nodeOpt {
+	return func(c *nodeConfig) { c.host = append(c.host, opts...) }
 }
 
 type nodeOpt func(*nodeConfig)
@@ -49,7 +55,7 @@ func newTestNode(tb testing.TB, opts ...nodeOpt) *testNode {
 	for _, o := range opts {
 		o(&c)
 	}
-	h, err := libp2p.New(
+	h, err := libp2p.New(append([]libp2p.Option{
 		libp2p.Identity(p2ptest.NewKey(tb)),
 		libp2p.ListenAddrStrings(c.listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -59,7 +65,7 @@ func newTestNode(tb testing.TB, opts ...nodeOpt) *testNode {
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.UserAgent("p2p-agent/test"),
 		libp2p.DisableMetrics(),
-	)
+	}, c.host...)...)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -174,8 +175,11 @@ func NewService(h host.Host, m *metrics.Messages, cfg ServiceConfig) *Service {
 	s.routes.Store(&map[string]route{})
 	s.handle(TypePing, route{h: pingHandler, inline: true})
 	s.lh.SetStreamHandler(protocol.ID(ProtocolID), s.handleStream)
-	s.notifee = &network.NotifyBundle{DisconnectedF: func(_ network.Network, c network.Conn) {
+	s.notifee = &network.NotifyBundle{DisconnectedF: func(n network.Network, c network.Conn) {
 		s.dropIdleOn(c.RemotePeer(), c)
+		if n.Connectedness(c.RemotePeer()) != network.Connected {
+			s.forgetLimit(c.RemotePeer())
+		}
 	}}
 	s.lh.Network().Notify(s.notifee)
 	return s
@@ -335,16 +339,29 @@ func (s *Service) send(ctx context.Context, p peer.ID, env *Envelope, deadline, 
 		return nil, err
 	}
 	defer frame.release()
+	var handed *exclusiveStream // by awaitExclusive, for the retry
 	for attempt := 0; ; attempt++ {
-		if attempt > 0 {
-			now = time.Now()
+		var resp *Envelope
+		if handed != nil {
+			resp, err = s.exclusiveRoundTrip(ctx, handed, env, frame, deadline, time.Now())
+		} else {
+			if attempt > 0 {
+				now = time.Now()
+			}
+			resp, err = s.roundTrip(ctx, p, env, frame, deadline, now)
 		}
-		resp, err := s.roundTrip(ctx, p, env, frame, deadline, now)
 		if err == nil {
 			return s.response(env, p, resp)
 		}
 		if attempt == 0 && isRetryable(err) && ctx.Err() == nil {
 			s.log.Debug("retrying request on a new stream", "peer", p.String(), "type", env.Type, "err", err)
+			if errors.Is(err, errStreamRefused) {
+				// Retried at once, it would most likely be refused
+				// again: it waits for one of p's streams instead.
+				if handed, err = s.awaitExclusive(ctx, p, deadline); err != nil {
+					return nil, singleLine(fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err))
+				}
+			}
 			continue
 		}
 		return nil, singleLine(fmt.Errorf("p2p: %s request to %s: %w", env.Type, p, err))
