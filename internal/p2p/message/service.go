@@ -248,8 +248,12 @@ func (s *Service) route(ctx context.Context, from peer.ID, req *Envelope) (*Enve
 	return r.h(ctx, from, req)
 }
 
+// nextID returns the next request ID: the service's random prefix and a
+// sequence number in base 36, built in one allocation.
 func (s *Service) nextID() string {
-	return s.idPrefix + strconv.FormatUint(s.seq.Add(1), 36)
+	var buf [64]byte
+	b := append(buf[:0], s.idPrefix...)
+	return string(strconv.AppendUint(b, s.seq.Add(1), 36))
 }
 
 // Connect dials ai (force-direct: it ignores the swarm's dial backoff).
