@@ -20,8 +20,9 @@ var clockBase = time.Now()
 // Where the kernel itself keeps time with the CPU's time-stamp counter
 // (see ticks), Now reads that counter directly and scales it, a third of
 // the cost of the runtime's clock read on the virtual machines measured;
-// it is kept within a microsecond of the monotonic clock by re-anchoring
-// at least every second, so its values mix freely with Of and Time.
+// it is kept within about a microsecond of the monotonic clock by
+// re-anchoring at least every second, so its values mix freely with Of and
+// Time.
 func Now() time.Duration {
 	if ticks.ok {
 		return ticks.now()
@@ -60,19 +61,21 @@ func ClockSource() string {
 	return "monotonic"
 }
 
-// tickClock turns time-stamp counter readings into Now values. The scale is
-// measured against the monotonic clock over the whole time since the first
-// pair of readings (so its error shrinks as the process runs), and Now
-// re-anchors to the monotonic clock whenever a reading is past the current
-// anchor's span: at most anchorEvery, and never longer than the time the
-// scale was measured over, so that between anchors the clocks part by at
-// most about the error of one pair of readings (tens of nanoseconds).
+// tickClock turns time-stamp counter readings into Now values. Each anchor
+// pairs a counter reading with the monotonic clock; the scale is measured
+// between the previous anchor and this one, so it follows the monotonic
+// clock's own rate (which NTP may slew by up to 500 parts per million), and
+// Now re-anchors whenever a reading is past the current anchor's span: at
+// most anchorEvery, and at most twice the time the scale was measured over,
+// so that between anchors the clocks part by at most about twice the error
+// of one pair of readings (tens of nanoseconds) plus what a change in the
+// monotonic clock's rate makes of one span.
 type tickClock struct {
 	ok    bool          // the counter is usable; set once, before any Now
 	every time.Duration // anchorEvery, shorter in tests
 
-	// first pairs a counter reading with the monotonic clock, when the
-	// process started or when the counter last jumped.
+	// first pairs a counter reading with the monotonic clock: the last
+	// anchor, or the start (of the process, or after the counter jumped).
 	first atomic.Pointer[tickPair]
 	cal   atomic.Pointer[tickScale] // nil until calibrateAfter has passed
 }
@@ -156,7 +159,7 @@ func (c *tickClock) anchor() time.Duration {
 	return p.ns
 }
 
-// anchorAt publishes the anchor p, when the time since the first pair is
+// anchorAt publishes the anchor p, when the time since the last one is
 // long enough to measure the scale; or starts measuring again when the
 // counter went back or jumped.
 func (c *tickClock) anchorAt(p tickPair) {
@@ -176,8 +179,9 @@ func (c *tickClock) anchorAt(p tickPair) {
 		ticks0:    p.ticks,
 		ns0:       p.ns,
 		nsPerTick: nsPerTick,
-		span:      int64(float64(min(c.every, elapsed)) / nsPerTick),
+		span:      int64(float64(min(c.every, 2*elapsed)) / nsPerTick),
 	})
+	c.first.Store(&p)
 }
 
 // ticksUsable reports whether this machine's time-stamp counter can stand

@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"math"
 	"testing"
 	"time"
 )
@@ -95,6 +96,7 @@ func TestTickClockJump(t *testing.T) {
 	c := newTestTicks(t)
 	calibrate(t, c)
 	sc := c.cal.Load()
+	time.Sleep(calibrateAfter) // a scale can be measured from the last anchor
 	// 10 s of ticks ahead of now.
 	jumped := tickPair{ticks: readTicks() + int64(10*float64(time.Second)/sc.nsPerTick), ns: time.Since(clockBase)}
 	c.anchorAt(jumped)
@@ -131,5 +133,34 @@ func TestNowAgreesWithOf(t *testing.T) {
 		if m < a-2*time.Microsecond || m > b+2*time.Microsecond {
 			t.Fatalf("Of(time.Now()) = %v outside Now's [%v, %v]", m, a, b)
 		}
+	}
+}
+
+// TestTickClockFollowsRate: the scale is measured between consecutive
+// anchors, so when the monotonic clock's rate changes (NTP slewing it by
+// 500 parts per million) the next anchor's scale is the new rate, not an
+// average since the start; and an anchor's span is at most twice the
+// time its scale was measured over.
+func TestTickClockFollowsRate(t *testing.T) {
+	c := newTestTicks(t)
+	c.every = time.Second
+	c.cal.Store(nil)
+	c.first.Store(&tickPair{ticks: 1_000, ns: 0})
+
+	c.anchorAt(tickPair{ticks: 1_000 + 2_000_000_000, ns: time.Second}) // 0.5 ns a tick
+	sc := c.cal.Load()
+	if sc == nil || sc.nsPerTick != 0.5 || sc.span != 2_000_000_000 {
+		t.Fatalf("first anchor: %+v, want 0.5 ns a tick over a span of 2e9 ticks (1 s)", sc)
+	}
+	c.anchorAt(tickPair{ticks: 1_000 + 4_000_000_000, ns: 2*time.Second + 500*time.Microsecond})
+	sc = c.cal.Load()
+	if want := 0.50025; sc == nil || math.Abs(sc.nsPerTick-want) > 1e-12 {
+		t.Fatalf("after a 500 ppm change of rate: %+v, want %v ns a tick", sc, want)
+	}
+	// An anchor 20 ms after the last spans at most 40 ms.
+	c.anchorAt(tickPair{ticks: 1_000 + 4_040_000_000, ns: 2*time.Second + 20500*time.Microsecond})
+	sc = c.cal.Load()
+	if got := float64(sc.span) * sc.nsPerTick; got > float64(40*time.Millisecond)+1 {
+		t.Fatalf("an anchor measured over 20 ms spans %v ns, want at most 40 ms", got)
 	}
 }
