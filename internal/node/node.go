@@ -261,6 +261,7 @@ func (n *Node) Start(ctx context.Context) (err error) {
 		"metrics_url", n.MetricsURL(),
 		"api_url", n.APIURL(),
 		"storage_backend", n.backend,
+		"duration_clock", metrics.ClockSource(),
 		"version", n.version,
 	)
 	return nil
