@@ -488,6 +488,19 @@ func (s *Service) exclusiveFailed(es *exclusiveStream, err error) error {
 	if isRetryable(err) {
 		s.dropIdleOn(es.peer, c)
 	}
+	return s.unlessClosed(err)
+}
+
+// exclusiveRefused drops es, which its peer refused, learning the peer's
+// limit; the request was not handled, and may be sent again.
+func (s *Service) exclusiveRefused(es *exclusiveStream) error {
+	s.streamRefused(es.peer, es)
+	return s.unlessClosed(&retryableError{errStreamRefused})
+}
+
+// unlessClosed returns err, or ErrServiceClosed when the service is
+// closing (its exclusive streams are being reset).
+func (s *Service) unlessClosed(err error) error {
 	s.excl.mu.Lock()
 	closed := s.excl.closed
 	s.excl.mu.Unlock()
@@ -495,17 +508,4 @@ func (s *Service) exclusiveFailed(es *exclusiveStream, err error) error {
 		return ErrServiceClosed
 	}
 	return err
-}
-
-// exclusiveRefused drops es, which its peer refused, learning the peer's
-// limit; the request was not handled, and may be sent again.
-func (s *Service) exclusiveRefused(es *exclusiveStream) error {
-	s.streamRefused(es.peer, es)
-	s.excl.mu.Lock()
-	closed := s.excl.closed
-	s.excl.mu.Unlock()
-	if closed {
-		return ErrServiceClosed
-	}
-	return &retryableError{errStreamRefused}
 }

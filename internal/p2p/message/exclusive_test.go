@@ -58,6 +58,23 @@ func heldReplies(b *testNode) (started chan struct{}, release chan struct{}) {
 	return started, release
 }
 
+// requestsInFlight sends n task requests from a to b at once, request i
+// with the text "i", and returns the channel on which each reports nil
+// once answered "re: i", or its error.
+func requestsInFlight(a, b *testNode, n int) <-chan error {
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			text, err := requestText(a, b, fmt.Sprint(i), 20*time.Second)
+			if err == nil && text != fmt.Sprintf("re: %d", i) {
+				err = fmt.Errorf("request %d answered %q", i, text)
+			}
+			errs <- err
+		}()
+	}
+	return errs
+}
+
 // TestExclusiveStreamsThenPipelined: with 3 exclusive streams, 5 requests
 // in flight at once take the 3 streams and share one pipelined stream; each
 // gets its own reply, and later sequential requests reuse an idle
@@ -69,16 +86,7 @@ func TestExclusiveStreamsThenPipelined(t *testing.T) {
 	started, release := heldReplies(b)
 
 	const n = 5
-	errs := make(chan error, n)
-	for i := range n {
-		go func() {
-			text, err := requestText(a, b, fmt.Sprint(i), 20*time.Second)
-			if err == nil && text != fmt.Sprintf("re: %d", i) {
-				err = fmt.Errorf("request %d answered %q", i, text)
-			}
-			errs <- err
-		}()
-	}
+	errs := requestsInFlight(a, b, n)
 	for range n {
 		<-started
 	}

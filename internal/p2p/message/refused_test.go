@@ -85,16 +85,7 @@ func testPeerRefusingStreams(t *testing.T, exclusive, refused int) {
 	started, release := heldReplies(b)
 
 	n := 4 + refused
-	errs := make(chan error, n)
-	for i := range n {
-		go func() {
-			text, err := requestText(a, b, fmt.Sprint(i), 20*time.Second)
-			if err == nil && text != fmt.Sprintf("re: %d", i) {
-				err = fmt.Errorf("request %d answered %q", i, text)
-			}
-			errs <- err
-		}()
-	}
+	errs := requestsInFlight(a, b, n)
 	awaitStarted(t, started, 4)
 	p2ptest.Eventually(t, 10*time.Second, "A learns B's limit and the refused requests wait", func() bool {
 		limit, waiting := a.learnedLimit(b.h.ID())
@@ -133,12 +124,7 @@ func testPeerRefusingStreams(t *testing.T, exclusive, refused int) {
 	// B accepts, so nothing is refused and the limit stays.
 	started2, release2 := heldReplies(b)
 	const m = 8
-	for i := range m {
-		go func() {
-			_, err := requestText(a, b, fmt.Sprint(i), 20*time.Second)
-			errs <- err
-		}()
-	}
+	errs = requestsInFlight(a, b, m)
 	awaitStarted(t, started2, m)
 	if got := inboundStreams(b); got != 4 {
 		t.Fatalf("B serves %d message streams with %d requests in flight, want 3 exclusive + 1 shared", got, m)
