@@ -107,9 +107,10 @@ const (
 	// to another host, say) and is measured again from scratch.
 	maxScaleChange = 1e-3
 	// maxBracket is the most counter ticks a monotonic clock read may
-	// take for the pair to be used (2 to 10 µs at the counter rates of
-	// 1 to 5 GHz): a wider one was interrupted.
-	maxBracket = 10000
+	// take for the pair to be used (1 to 5 µs at the counter rates of
+	// 1 to 5 GHz, where a read takes 20 to 50 ns): a wider one was
+	// interrupted.
+	maxBracket = 5000
 )
 
 var ticks = newTickClock(ticksUsable())
@@ -128,13 +129,22 @@ func newTickClock(ok bool) *tickClock {
 	return c
 }
 
-// readPair reads the monotonic clock between two counter readings, and
-// pairs it with their midpoint; tight reports that the two were close.
+// readPair reads the monotonic clock between two counter readings, three
+// times, and pairs the reading with the narrowest bracket with its
+// midpoint (an interrupt or a virtual machine's exit inside one bracket
+// would put the pair off by microseconds); tight reports that the two
+// counter readings were close.
 func readPair() (p tickPair, tight bool) {
-	t1 := readTicks()
-	ns := time.Since(clockBase)
-	t2 := readTicks()
-	return tickPair{ticks: t1 + (t2-t1)/2, ns: ns}, t2 >= t1 && t2-t1 <= maxBracket
+	best := int64(math.MaxInt64)
+	for range 3 {
+		t1 := readTicks()
+		ns := time.Since(clockBase)
+		t2 := readTicks()
+		if w := t2 - t1; w >= 0 && w < best {
+			best, p = w, tickPair{ticks: t1 + w/2, ns: ns}
+		}
+	}
+	return p, best <= maxBracket
 }
 
 // now is Now from the counter.
