@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -24,6 +25,8 @@ type outboundStream struct {
 	peer peer.ID
 	s    network.Stream
 	w    *frameWriter
+
+	answered atomic.Bool // a response has arrived: the peer took the stream
 
 	mu      sync.Mutex
 	pending map[string]chan *Envelope
@@ -161,8 +164,7 @@ func (s *Service) openOutbound(ctx context.Context, p peer.ID) (*outboundStream,
 		done:    make(chan struct{}),
 	}
 	ob.w = newFrameWriter(st, s.cfg.WriteTimeout, s.rec, func(err error) {
-		if refusedByLimit(err) {
-			ob.refused()
+		if ob.refused(err) {
 			return
 		}
 		ob.fail(fmt.Errorf("%w: write: %w", ErrStreamClosed, err), true)
@@ -205,8 +207,7 @@ func (ob *outboundStream) roundTrip(ctx context.Context, env *Envelope, f *frame
 	ob.mu.Unlock()
 
 	if err := ob.w.write(f, now); err != nil {
-		if refusedByLimit(err) {
-			ob.refused()
+		if ob.refused(err) {
 			return nil, &retryableError{errStreamRefused}
 		}
 		err = fmt.Errorf("%w: write: %w", ErrStreamClosed, err)
@@ -263,8 +264,7 @@ func (ob *outboundStream) readLoop() {
 				ob.fail(errPeerClosed, false)
 				return
 			}
-			if !started && refusedByLimit(err) {
-				ob.refused()
+			if !started && ob.refused(err) {
 				return
 			}
 			if started {
@@ -288,6 +288,9 @@ func (ob *outboundStream) readLoop() {
 		if !canonical {
 			id = []byte(env.ID)
 		}
+		if !ob.answered.Load() {
+			ob.answered.Store(true)
+		}
 		s.rec.received(env.Type)
 		ob.mu.Lock()
 		ch := ob.pending[string(id)]
@@ -302,9 +305,13 @@ func (ob *outboundStream) readLoop() {
 	}
 }
 
-// refused ends the stream the peer refused (see streamRefused): the
-// requests on it were not handled.
-func (ob *outboundStream) refused() {
+// refused reports whether err is the peer refusing the stream as it opened
+// (see streamRefused; a stream that has answered was not refused), and
+// then ends it: the requests on it were not handled.
+func (ob *outboundStream) refused(err error) bool {
+	if ob.answered.Load() || !refusedByLimit(err) {
+		return false
+	}
 	ob.mu.Lock()
 	first := ob.err == nil
 	ob.mu.Unlock()
@@ -312,6 +319,7 @@ func (ob *outboundStream) refused() {
 		ob.svc.streamRefused(ob.peer, nil)
 	}
 	ob.fail(errStreamRefused, true)
+	return true
 }
 
 // fail ends the stream once: waiting requests see err, and the next

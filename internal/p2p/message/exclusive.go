@@ -29,6 +29,10 @@ const DefaultExclusiveStreams = 16
 // allows for the shared stream and one for reopening.
 const maxExclusiveStreams = StreamsPerPeer - 2
 
+// maxLearnedLimits bounds how many peers' lowered limits are remembered
+// beyond the life of their streams (see streamRefused).
+const maxLearnedLimits = 1024
+
 // keptReadBufferBytes bounds the response buffer an idle exclusive stream
 // keeps; a larger response's buffer is dropped when the stream goes idle.
 const keptReadBufferBytes = 4 << 10
@@ -42,7 +46,7 @@ type exclusiveStream struct {
 	of       *peerStreams
 	fr       frameReader
 	wdl, rdl time.Time // write and read deadlines set on s
-	lastUsed time.Time // when it last went idle
+	lastUsed time.Time // when it last went idle; zero until it has answered
 }
 
 // peerStreams are one peer's exclusive streams: the idle ones, most
@@ -127,7 +131,12 @@ func (s *Service) streamRefused(p peer.ID, es *exclusiveStream) {
 	old, known := pl.limits[p]
 	lowered := !known || limit < old
 	if lowered {
-		pl.limits[p] = limit
+		// Kept for connected peers only (forgetLimit), and for at most
+		// maxLearnedLimits of them: a refusal that races its peer's
+		// disconnection must not leave an entry for ever.
+		if known || len(pl.limits) < maxLearnedLimits {
+			pl.limits[p] = limit
+		}
 		if ps != nil {
 			ps.limit = limit
 		}
@@ -398,7 +407,7 @@ func (s *Service) exclusiveRoundTrip(ctx context.Context, es *exclusiveStream, e
 		}
 	}
 	if _, err := es.s.Write(f.b); err != nil {
-		if refusedByLimit(err) {
+		if refusedByLimit(err) && es.lastUsed.IsZero() {
 			return nil, s.exclusiveRefused(es)
 		}
 		return nil, s.exclusiveFailed(es, &retryableError{fmt.Errorf("%w: write: %w", ErrStreamClosed, err)})
@@ -440,7 +449,9 @@ func (s *Service) exclusiveRoundTrip(ctx context.Context, es *exclusiveStream, e
 			// The peer closes a stream only after answering all it
 			// read: this request was not read.
 			err = &retryableError{errPeerClosed}
-		case !started && refusedByLimit(err):
+		case !started && refusedByLimit(err) && es.lastUsed.IsZero():
+			// Refused as it opened (a stream that has answered
+			// before was not: its request may have been handled).
 			return nil, s.exclusiveRefused(es)
 		case isTimeout(err):
 			err = context.DeadlineExceeded

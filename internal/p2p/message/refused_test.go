@@ -1,11 +1,16 @@
 package message
 
 import (
+	"bufio"
+	"context"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
@@ -169,4 +174,61 @@ func TestRefusedRequestTimesOut(t *testing.T) {
 		t.Fatalf("A gives B %d exclusive streams with %d waiting, want 1 and 0", limit, waiting)
 	}
 	t.Log(err)
+}
+
+// TestResetOfAnAnsweringStreamIsNotARefusal: a peer that resets, with the
+// resource-limit code, a stream that has already answered may have
+// handled the request in flight; it is not taken for a refusal at open,
+// so the request fails instead of being sent a second time, and nothing
+// is learned. B here is a plain host: it answers the first ping on each
+// stream and resets the stream after reading the second.
+func TestResetOfAnAnsweringStreamIsNotARefusal(t *testing.T) {
+	a := newTestNode(t)
+	b := newTestNode(t)
+	connect(t, a, b)
+	var read atomic.Int32 // requests B read, over all streams
+	b.h.SetStreamHandler(protocol.ID(ProtocolID), func(st network.Stream) {
+		fr := frameReader{br: bufio.NewReader(st), max: 1 << 20}
+		for n := 1; ; n++ {
+			body, _, err := fr.next()
+			if err != nil {
+				_ = st.Reset()
+				return
+			}
+			read.Add(1)
+			if n == 2 {
+				_ = st.ResetWithError(network.StreamResourceLimitExceeded)
+				return
+			}
+			var req Envelope
+			id, canonical, err := decodeEnvelopeInto(&req, body)
+			if err != nil {
+				_ = st.Reset()
+				return
+			}
+			if canonical {
+				req.ID = string(id)
+			}
+			pong, _ := Reply(&req, TypePong, nil)
+			frame, _ := AppendFrame(nil, pong, 0)
+			if _, err := st.Write(frame); err != nil {
+				return
+			}
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := a.svc.Ping(ctx, b.h.ID()); err != nil {
+		t.Fatalf("first ping: %v", err)
+	}
+	_, err := a.svc.Ping(ctx, b.h.ID())
+	if err == nil || errors.Is(err, errStreamRefused) || !errors.Is(err, ErrStreamClosed) {
+		t.Fatalf("second ping, reset after it was read: %v; want a closed stream, not a refusal", err)
+	}
+	if got := read.Load(); got != 2 {
+		t.Fatalf("B read %d requests, want 2 (the second was not sent again)", got)
+	}
+	if limit, _ := a.learnedLimit(b.h.ID()); limit != -1 {
+		t.Fatalf("A learned a limit of %d from a stream that had answered", limit)
+	}
 }
