@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -34,7 +35,12 @@ func Now() time.Duration {
 // nanosecond precision, never rounded: what duration histograms observe.
 // It is never negative (two readings across a re-anchoring of Now may be
 // out of order by some nanoseconds).
-func Since(start time.Duration) float64 { return Seconds(max(Now()-start, 0)) }
+func Since(start time.Duration) float64 { return Elapsed(start, Now()) }
+
+// Elapsed returns the seconds from start to end (values of Now or Of), as
+// Since does, and never negative: Now and Of may disagree by some
+// nanoseconds where Now reads the time-stamp counter.
+func Elapsed(start, end time.Duration) float64 { return Seconds(max(end-start, 0)) }
 
 // Seconds returns d in seconds: the float nearest to d/1e9 (one correctly
 // rounded division, exact in its input below 2^53 ns, 104 days), where
@@ -74,25 +80,26 @@ type tickClock struct {
 	ok    bool          // the counter is usable; set once, before any Now
 	every time.Duration // anchorEvery, shorter in tests
 
-	// first pairs a counter reading with the monotonic clock: the last
-	// anchor, or the start (of the process, or after the counter jumped).
-	first atomic.Pointer[tickPair]
-	cal   atomic.Pointer[tickScale] // nil until calibrateAfter has passed
+	// The current anchor: Now = ns0 + (ticks - ticks0) * nsPerTick for
+	// ticks in [ticks0, ticks0+span). It is published under a sequence
+	// lock (seq is odd while it is written, and a reader that sees it
+	// change reads the monotonic clock instead), so anchoring allocates
+	// nothing and recording stays free of allocations. nsPerTick is a
+	// float64's bits; 0 means no anchor yet (or since the counter jumped).
+	seq       atomic.Uint64
+	ticks0    atomic.Int64
+	ns0       atomic.Int64
+	nsPerTick atomic.Uint64
+	span      atomic.Int64
+
+	mu    sync.Mutex // held while anchoring (others read the monotonic clock)
+	first tickPair   // the last anchor, or the start: what the scale is measured from
 }
 
 // tickPair is a counter reading and the monotonic clock read beside it.
 type tickPair struct {
 	ticks int64
 	ns    time.Duration
-}
-
-// tickScale is one anchor: Now = ns0 + (ticks - ticks0) * nsPerTick for
-// ticks in [ticks0, ticks0+span).
-type tickScale struct {
-	ticks0    int64
-	ns0       time.Duration
-	nsPerTick float64
-	span      int64
 }
 
 const (
@@ -120,7 +127,7 @@ func newTickClock(ok bool) *tickClock {
 	if ok {
 		for range 10 {
 			if p, tight := readPair(); tight {
-				c.first.Store(&p)
+				c.first = p
 				return c
 			}
 		}
@@ -150,48 +157,54 @@ func readPair() (p tickPair, tight bool) {
 // now is Now from the counter.
 func (c *tickClock) now() time.Duration {
 	t := readTicks()
-	if sc := c.cal.Load(); sc != nil {
-		if d := t - sc.ticks0; d >= 0 && d < sc.span {
-			return sc.ns0 + time.Duration(float64(d)*sc.nsPerTick)
+	if seq := c.seq.Load(); seq&1 == 0 {
+		t0, ns0, span := c.ticks0.Load(), c.ns0.Load(), c.span.Load()
+		k := math.Float64frombits(c.nsPerTick.Load())
+		if d := t - t0; k != 0 && d >= 0 && d < span && c.seq.Load() == seq {
+			return time.Duration(ns0) + time.Duration(float64(d)*k)
 		}
 	}
 	return c.anchor()
 }
 
 // anchor reads the monotonic clock, for a counter reading outside the
-// current anchor's span (or before there is one), and publishes a new
-// anchor once the scale can be trusted.
+// current anchor's span (or before there is one, or while another caller
+// anchors), and anchors at it unless another caller is doing so.
 func (c *tickClock) anchor() time.Duration {
 	p, tight := readPair()
-	if tight {
+	if tight && c.mu.TryLock() {
 		c.anchorAt(p)
+		c.mu.Unlock()
 	}
 	return p.ns
 }
 
-// anchorAt publishes the anchor p, when the time since the last one is
-// long enough to measure the scale; or starts measuring again when the
-// counter went back or jumped.
+// anchorAt publishes the anchor p, with c.mu held, when the time since the
+// last one is long enough to measure the scale; or starts measuring again
+// when the counter went back or jumped.
 func (c *tickClock) anchorAt(p tickPair) {
-	first := c.first.Load()
-	elapsed, dt := p.ns-first.ns, p.ticks-first.ticks
+	elapsed, dt := p.ns-c.first.ns, p.ticks-c.first.ticks
 	if elapsed < calibrateAfter {
 		return
 	}
 	nsPerTick := float64(elapsed) / float64(dt)
-	prev := c.cal.Load()
-	if dt <= 0 || prev != nil && math.Abs(nsPerTick/prev.nsPerTick-1) > maxScaleChange {
-		c.cal.Store(nil)
-		c.first.Store(&p)
+	prev := math.Float64frombits(c.nsPerTick.Load())
+	c.first = p
+	if dt <= 0 || prev != 0 && math.Abs(nsPerTick/prev-1) > maxScaleChange {
+		c.publish(0, 0, 0, 0)
 		return
 	}
-	c.cal.Store(&tickScale{
-		ticks0:    p.ticks,
-		ns0:       p.ns,
-		nsPerTick: nsPerTick,
-		span:      int64(float64(min(c.every, 2*elapsed)) / nsPerTick),
-	})
-	c.first.Store(&p)
+	c.publish(p.ticks, p.ns, nsPerTick, int64(float64(min(c.every, 2*elapsed))/nsPerTick))
+}
+
+// publish replaces the anchor (nsPerTick 0: none), with c.mu held.
+func (c *tickClock) publish(ticks0 int64, ns0 time.Duration, nsPerTick float64, span int64) {
+	c.seq.Add(1)
+	c.ticks0.Store(ticks0)
+	c.ns0.Store(int64(ns0))
+	c.nsPerTick.Store(math.Float64bits(nsPerTick))
+	c.span.Store(span)
+	c.seq.Add(1)
 }
 
 // ticksUsable reports whether this machine's time-stamp counter can stand

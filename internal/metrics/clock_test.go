@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -18,13 +19,23 @@ func newTestTicks(t *testing.T) *tickClock {
 	return c
 }
 
+// scale returns the current anchor's nanoseconds per tick (0: none).
+func (c *tickClock) scale() float64 { return math.Float64frombits(c.nsPerTick.Load()) }
+
+// anchorAtLocked is anchorAt with c.mu taken.
+func (c *tickClock) anchorAtLocked(p tickPair) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.anchorAt(p)
+}
+
 // calibrate reads c until it has calibrated: after calibrateAfter, at the
 // first pair of readings not interrupted.
 func calibrate(t *testing.T, c *tickClock) {
 	t.Helper()
 	time.Sleep(calibrateAfter)
 	for range 1000 {
-		if c.now(); c.cal.Load() != nil {
+		if c.now(); c.scale() != 0 {
 			return
 		}
 		time.Sleep(100 * time.Microsecond)
@@ -41,7 +52,7 @@ func TestTickClockTracksMonotonic(t *testing.T) {
 	const tolerance = 2 * time.Microsecond
 	var last time.Duration
 	anchors := 0
-	var lastCal *tickScale
+	var lastAnchor int64
 	end := time.Now().Add(300 * time.Millisecond)
 	for n := 0; time.Now().Before(end); n++ {
 		a := c.now()
@@ -54,9 +65,9 @@ func TestTickClockTracksMonotonic(t *testing.T) {
 			t.Fatalf("reading %d went back %v", n, last-a)
 		}
 		last = b
-		if sc := c.cal.Load(); sc != lastCal {
+		if t0 := c.ticks0.Load(); t0 != lastAnchor {
 			anchors++
-			lastCal = sc
+			lastAnchor = t0
 		}
 		time.Sleep(100 * time.Microsecond)
 	}
@@ -64,7 +75,7 @@ func TestTickClockTracksMonotonic(t *testing.T) {
 	if anchors < 10 {
 		t.Fatalf("%d anchors in 300 ms, want about 15", anchors)
 	}
-	if c.cal.Load() == nil {
+	if c.scale() == 0 {
 		t.Fatal("the counter clock never calibrated")
 	}
 }
@@ -95,16 +106,16 @@ func TestTickClockMeasuresSleep(t *testing.T) {
 func TestTickClockJump(t *testing.T) {
 	c := newTestTicks(t)
 	calibrate(t, c)
-	sc := c.cal.Load()
+	k := c.scale()
 	time.Sleep(calibrateAfter) // a scale can be measured from the last anchor
 	// 10 s of ticks ahead of now.
-	jumped := tickPair{ticks: readTicks() + int64(10*float64(time.Second)/sc.nsPerTick), ns: time.Since(clockBase)}
-	c.anchorAt(jumped)
-	if c.cal.Load() != nil {
+	jumped := tickPair{ticks: readTicks() + int64(10*float64(time.Second)/k), ns: time.Since(clockBase)}
+	c.anchorAtLocked(jumped)
+	if c.scale() != 0 {
 		t.Fatal("a jump of 10 s kept the calibration")
 	}
-	if f := c.first.Load(); *f != jumped {
-		t.Fatalf("measuring restarted from %+v, want the jumped reading %+v", *f, jumped)
+	if f := c.first; f != jumped {
+		t.Fatalf("measuring restarted from %+v, want the jumped reading %+v", f, jumped)
 	}
 	// Until calibrateAfter has passed again, it reads the monotonic clock.
 	a := time.Since(clockBase)
@@ -119,6 +130,12 @@ func TestTickClockJump(t *testing.T) {
 func TestSinceNeverNegative(t *testing.T) {
 	if d := Since(Now() + time.Hour); d != 0 {
 		t.Fatalf("Since a future reading = %v, want 0", d)
+	}
+	if d := Elapsed(time.Second, time.Second-time.Microsecond); d != 0 {
+		t.Fatalf("Elapsed with an end before its start = %v, want 0", d)
+	}
+	if d := Elapsed(time.Second, time.Second+1500*time.Nanosecond); d != 1.5e-6 {
+		t.Fatalf("Elapsed 1.5 µs apart = %v, want 1.5e-06", d)
 	}
 }
 
@@ -144,23 +161,66 @@ func TestNowAgreesWithOf(t *testing.T) {
 func TestTickClockFollowsRate(t *testing.T) {
 	c := newTestTicks(t)
 	c.every = time.Second
-	c.cal.Store(nil)
-	c.first.Store(&tickPair{ticks: 1_000, ns: 0})
+	c.publish(0, 0, 0, 0)
+	c.first = tickPair{ticks: 1_000, ns: 0}
 
-	c.anchorAt(tickPair{ticks: 1_000 + 2_000_000_000, ns: time.Second}) // 0.5 ns a tick
-	sc := c.cal.Load()
-	if sc == nil || sc.nsPerTick != 0.5 || sc.span != 2_000_000_000 {
-		t.Fatalf("first anchor: %+v, want 0.5 ns a tick over a span of 2e9 ticks (1 s)", sc)
+	c.anchorAtLocked(tickPair{ticks: 1_000 + 2_000_000_000, ns: time.Second}) // 0.5 ns a tick
+	if k, span := c.scale(), c.span.Load(); k != 0.5 || span != 2_000_000_000 {
+		t.Fatalf("first anchor: %v ns a tick over %d ticks, want 0.5 over 2e9 (1 s)", k, span)
 	}
-	c.anchorAt(tickPair{ticks: 1_000 + 4_000_000_000, ns: 2*time.Second + 500*time.Microsecond})
-	sc = c.cal.Load()
-	if want := 0.50025; sc == nil || math.Abs(sc.nsPerTick-want) > 1e-12 {
-		t.Fatalf("after a 500 ppm change of rate: %+v, want %v ns a tick", sc, want)
+	c.anchorAtLocked(tickPair{ticks: 1_000 + 4_000_000_000, ns: 2*time.Second + 500*time.Microsecond})
+	if k, want := c.scale(), 0.50025; math.Abs(k-want) > 1e-12 {
+		t.Fatalf("after a 500 ppm change of rate: %v ns a tick, want %v", k, want)
 	}
 	// An anchor 20 ms after the last spans at most 40 ms.
-	c.anchorAt(tickPair{ticks: 1_000 + 4_040_000_000, ns: 2*time.Second + 20500*time.Microsecond})
-	sc = c.cal.Load()
-	if got := float64(sc.span) * sc.nsPerTick; got > float64(40*time.Millisecond)+1 {
+	c.anchorAtLocked(tickPair{ticks: 1_000 + 4_040_000_000, ns: 2*time.Second + 20500*time.Microsecond})
+	if got := float64(c.span.Load()) * c.scale(); got > float64(40*time.Millisecond)+1 {
 		t.Fatalf("an anchor measured over 20 ms spans %v ns, want at most 40 ms", got)
+	}
+}
+
+// TestTickClockDoesNotAllocate: reading the counter clock allocates
+// nothing, anchoring included (recording must never allocate), from the
+// first reading on.
+func TestTickClockDoesNotAllocate(t *testing.T) {
+	c := newTestTicks(t)
+	if n := testing.AllocsPerRun(1000, func() { c.now() }); n != 0 {
+		t.Fatalf("now before calibration: %v allocations, want 0", n)
+	}
+	calibrate(t, c)
+	if n := testing.AllocsPerRun(1000, func() { c.anchor() }); n != 0 {
+		t.Fatalf("anchoring: %v allocations, want 0", n)
+	}
+	if n := testing.AllocsPerRun(1000, func() { Now() }); n != 0 {
+		t.Fatalf("Now: %v allocations, want 0", n)
+	}
+}
+
+// TestTickClockConcurrent: four goroutines read the counter clock for
+// 200 ms while it re-anchors every 20 ms (one anchors, the others read
+// the monotonic clock meanwhile); every reading stays within 2 µs of the
+// monotonic clock read between two of them.
+func TestTickClockConcurrent(t *testing.T) {
+	c := newTestTicks(t)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			end := time.Now().Add(200 * time.Millisecond)
+			for time.Now().Before(end) {
+				a := c.now()
+				mono := time.Since(clockBase)
+				b := c.now()
+				if mono < a-2*time.Microsecond || mono > b+2*time.Microsecond {
+					errs <- fmt.Errorf("monotonic %v outside the counter's [%v, %v]", mono, a, b)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }

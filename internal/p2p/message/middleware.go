@@ -64,7 +64,7 @@ func ObserveMiddleware(m *metrics.Messages, tr *tracing.Tracing) Middleware {
 			if end == 0 {
 				end = metrics.Now()
 			}
-			d := metrics.Seconds(end - start)
+			d := metrics.Elapsed(start, end)
 			if span.Recording() {
 				tracing.Observe(ctx, tm.Duration, d)
 				span.SetAttributes(attribute.String("message.type", req.Type))
