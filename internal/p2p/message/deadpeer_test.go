@@ -243,3 +243,92 @@ func checkOneLine(t *testing.T, what string, err error, want ...string) {
 		}
 	}
 }
+
+// TestPipeliningPeerThatReadsLate: a peer's request is answered with a
+// reply of exactly the stream's flow-control window (yamux's 256 KiB), which
+// the peer does not read. It then pipelines pings and half of one more: the
+// reader gathers the pongs, and its flush before waiting for the rest of
+// that frame blocks, as the window is full, until the peer reads. That wait
+// is for the write timeout to bound, not the read timeout: the peer reads
+// after three read timeouts, sends the rest of the frame, and the last ping
+// is answered rather than the stream reset as stalled.
+func TestPipeliningPeerThatReadsLate(t *testing.T) {
+	const (
+		readTimeout = 300 * time.Millisecond
+		window      = 256 << 10 // go-yamux's initial stream window
+	)
+	a := newTestNode(t, listenOn(tcpOnly))
+	b := newTestNode(t, listenOn(tcpOnly), withService(func(c *ServiceConfig) {
+		c.ReadTimeout, c.WriteTimeout = readTimeout, 20*time.Second
+	}))
+	connect(t, a, b)
+	sentAt := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	b.svc.Handle(TypeTaskRequest, func(_ context.Context, _ peer.ID, req *Envelope) (*Envelope, error) {
+		// A reply whose frame fills what is left of the window after
+		// multistream-select's answer: its header and the protocol echoed,
+		// each a varint length, the line, and a newline.
+		resp := &Envelope{V: EnvelopeVersion, ID: req.ID, Type: TypeTaskResult, SentAt: sentAt, Payload: []byte(`""`)}
+		f, err := encodeFrame(resp, DefaultMaxMessageBytes)
+		if err != nil {
+			return nil, err
+		}
+		pad := window - (2 + len("/multistream/1.0.0") + 2 + len(ProtocolID)) - len(f.b)
+		f.release()
+		resp.Payload = []byte(`"` + strings.Repeat("x", pad-2) + `"`) // the varint grows by 2 bytes
+		return resp, nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := a.h.NewStream(ctx, b.h.ID(), protocol.ID(ProtocolID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	_ = s.SetDeadline(time.Now().Add(30 * time.Second))
+
+	if _, err := s.Write(frame(`{"v":1,"id":"big","type":"task.request","payload":{}}`)); err != nil {
+		t.Fatal(err)
+	}
+	p2ptest.Eventually(t, 10*time.Second, "the window-sized reply to be written", func() bool {
+		return b.sent(TypeTaskResult) == 1
+	})
+	const pings = 20
+	var buf []byte
+	for i := range pings {
+		buf = append(buf, frame(`{"v":1,"id":"p`+strconv.Itoa(i)+`","type":"ping","payload":{}}`)...)
+	}
+	last := frame(`{"v":1,"id":"last","type":"ping","payload":{}}`)
+	half := len(last) / 2
+	if _, err := s.Write(append(buf, last[:half]...)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * readTimeout) // the peer reads late
+
+	br := bufio.NewReader(s)
+	env, err := DecodeFrame(br, DefaultMaxMessageBytes)
+	if err != nil {
+		t.Fatalf("the large reply: %v", err)
+	}
+	if env.Type != TypeTaskResult {
+		t.Fatalf("the large reply: %s", env.Type)
+	}
+	for i := range pings {
+		env, err := DecodeFrame(br, DefaultMaxMessageBytes)
+		if err != nil {
+			t.Fatalf("pong %d: %v", i, err)
+		}
+		if env.Type != TypePong {
+			t.Fatalf("pong %d: %s %s", i, env.Type, env.Payload)
+		}
+	}
+	if _, err := s.Write(last[half:]); err != nil {
+		t.Fatal(err)
+	}
+	env, err = DecodeFrame(br, DefaultMaxMessageBytes)
+	if err != nil {
+		t.Fatalf("the last ping: %v", err)
+	}
+	if env.Type != TypePong || env.ID != "last" {
+		t.Fatalf("the last ping: %s %s", env.Type, env.ID)
+	}
+}

@@ -37,8 +37,9 @@ type frameReader struct {
 	arrived time.Duration
 
 	// beforeWait, when set, runs before a read that may block (nothing
-	// is buffered): the server flushes the replies it gathered.
-	beforeWait func()
+	// is buffered): the server flushes the replies it gathered. It reports
+	// whether it wrote, and so may have waited on the peer reading.
+	beforeWait func() bool
 }
 
 // waitIdle arranges the deadline for waiting on the next frame: at least
@@ -67,10 +68,13 @@ func (fr *frameReader) waitIdle() error {
 // is gone). The caller may wait on: the next waitIdle then moves the
 // deadline again.
 func (fr *frameReader) idleExpired(err error) bool {
-	now := metrics.Now()
-	expired := isTimeout(err) && !fr.deadline.IsZero() && !fr.frameDeadline && !metrics.Time(now).Before(fr.deadline)
+	// The deadline fired on the monotonic clock, so that is the clock to
+	// compare it with: metrics.Now may read the time-stamp counter, which
+	// can trail it by some nanoseconds.
+	now := time.Now()
+	expired := isTimeout(err) && !fr.deadline.IsZero() && !fr.frameDeadline && !now.Before(fr.deadline)
 	if expired {
-		fr.arrived = now
+		fr.arrived = metrics.Of(now)
 	}
 	return expired
 }
@@ -82,7 +86,7 @@ func (fr *frameReader) idleExpired(err error) bool {
 func (fr *frameReader) next() (body []byte, started bool, err error) {
 	if fr.br.Buffered() == 0 {
 		if fr.beforeWait != nil {
-			fr.beforeWait()
+			_ = fr.beforeWait()
 		}
 		if err := fr.waitIdle(); err != nil {
 			return nil, false, err
@@ -116,13 +120,14 @@ func (fr *frameReader) next() (body []byte, started bool, err error) {
 	}
 
 	// The rest of the frame may take a while: what the server gathered
-	// leaves first.
-	if fr.beforeWait != nil {
-		fr.beforeWait()
-	}
+	// leaves first. The time that write waited for the peer to read its
+	// replies (up to the write timeout) does not count against the
+	// frame's: a peer that pipelines requests faster than it reads replies
+	// is slow, not stalled.
+	wrote := fr.beforeWait != nil && fr.beforeWait()
 	if fr.setDeadline != nil && fr.timeout > 0 {
 		fr.deadline, fr.frameDeadline = metrics.Time(fr.arrived).Add(fr.timeout), true
-		if fr.idle <= 0 {
+		if fr.idle <= 0 || wrote {
 			fr.deadline = time.Now().Add(fr.timeout)
 		}
 		if err := fr.setDeadline(fr.deadline); err != nil {

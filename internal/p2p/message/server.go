@@ -69,7 +69,7 @@ func (s *Service) handleStream(st network.Stream) {
 	}()
 
 	graceful := is.readLoop()
-	_ = is.w.flush() // handlers' replies are written directly from now on
+	_, _ = is.w.flush() // handlers' replies are written directly from now on
 	if graceful {
 		is.wg.Wait() // in-flight handlers still reply
 		_ = st.Close()
@@ -90,7 +90,7 @@ func (is *inboundStream) readLoop() (graceful bool) {
 		setDeadline: is.s.SetReadDeadline,
 		timeout:     s.cfg.ReadTimeout,
 		idle:        s.cfg.IdleTimeout,
-		beforeWait:  func() { _ = is.w.flush() },
+		beforeWait:  func() bool { wrote, _ := is.w.flush(); return wrote },
 	}
 	for {
 		body, started, err := fr.next()
@@ -162,7 +162,7 @@ func (is *inboundStream) readLoop() (graceful bool) {
 		if canonical {
 			env.ID = string(id)
 		}
-		_ = is.w.flush() // the reader may block below
+		_, _ = is.w.flush() // the reader may block below
 		size := len(body)
 		if !s.held.reserve(is.from, size) {
 			s.log.Debug("inbound request refused: busy", "peer", is.from.String(), "type", env.Type)

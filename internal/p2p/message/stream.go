@@ -132,23 +132,24 @@ func (w *frameWriter) cork() {
 }
 
 // flush uncorks the writer and writes what was gathered; a failure is
-// reported through failed and returned.
-func (w *frameWriter) flush() error {
+// reported through failed and returned. wrote reports whether it wrote
+// (and so may have waited for the peer to read).
+func (w *frameWriter) flush() (wrote bool, err error) {
 	w.mu.Lock()
 	w.corked = false
 	if w.writing || len(w.pending) == 0 || w.err != nil {
 		err := w.err
 		w.mu.Unlock()
-		return err
+		return false, err
 	}
 	w.writing = true
-	err := w.drainLocked()
+	err = w.drainLocked()
 	w.writing = false
 	w.mu.Unlock()
 	if err != nil {
 		w.fail(err)
 	}
-	return err
+	return true, err
 }
 
 func (w *frameWriter) fail(err error) {
