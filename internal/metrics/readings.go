@@ -17,11 +17,11 @@ func (s *Sampler) Last() (cpuPercent, rssBytes float64) {
 
 // ReceivedTotal is the number of messages received so far, all types.
 func (m *Messages) ReceivedTotal() float64 {
-	var sum float64
+	sum := m.unknown.Received.Value()
 	for _, t := range m.byType {
-		sum += metricValue(t.Received)
+		sum += t.Received.Value()
 	}
-	return sum + metricValue(m.unknown.Received)
+	return float64(sum)
 }
 
 // RunningNow is the current value of tasks_running.
