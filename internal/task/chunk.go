@@ -88,11 +88,8 @@ func endsSentence(tok string) bool {
 // 1 <= size <= MaxChunkSize and 0 <= overlap < size. An empty or all-space
 // text has zero chunks.
 func ChunkText(text string, size, overlap int) ([]Chunk, error) {
-	if size < 1 || size > MaxChunkSize {
-		return nil, fmt.Errorf("%w: size %d out of range 1..%d", ErrBadInput, size, MaxChunkSize)
-	}
-	if overlap < 0 || overlap >= size {
-		return nil, fmt.Errorf("%w: overlap %d must be >= 0 and < size %d", ErrBadInput, overlap, size)
+	if err := checkWindow(size, overlap); err != nil {
+		return nil, err
 	}
 	toks := tokenize(text, make([]span, 0, len(text)/6+1))
 	n := len(toks)
@@ -135,6 +132,17 @@ func estimateChunks(n, size, overlap int) int {
 // given and applies the defaults of the optional window parameters they
 // share: size 256; overlap 32, or size/8 when that is smaller, so that a
 // small size given alone is valid.
+// checkWindow checks a window's size and overlap against their ranges.
+func checkWindow(size, overlap int) error {
+	if size < 1 || size > MaxChunkSize {
+		return fmt.Errorf("%w: size %d out of range 1..%d", ErrBadInput, size, MaxChunkSize)
+	}
+	if overlap < 0 || overlap >= size {
+		return fmt.Errorf("%w: overlap %d must be >= 0 and < size %d", ErrBadInput, overlap, size)
+	}
+	return nil
+}
+
 func window(text *string, sizeIn, overlapIn *int) (size, overlap int, err error) {
 	if text == nil {
 		return 0, 0, fmt.Errorf("%w: text is required", ErrBadInput)

@@ -181,6 +181,14 @@ type EmbedOutput struct {
 	Vectors [][]float32 `json:"vectors"`
 }
 
+// checkDim checks an embedding dimension against its range.
+func checkDim(dim int) error {
+	if dim < 1 || dim > MaxDim {
+		return fmt.Errorf("%w: dim %d out of range 1..%d", ErrBadInput, dim, MaxDim)
+	}
+	return nil
+}
+
 // Type returns "text.embed".
 func (EmbedExecutor) Type() string { return TypeEmbed }
 
@@ -194,8 +202,8 @@ func (EmbedExecutor) Execute(ctx context.Context, input json.RawMessage) (json.R
 	if in.Dim != nil {
 		dim = *in.Dim
 	}
-	if dim < 1 || dim > MaxDim {
-		return nil, fmt.Errorf("%w: dim %d out of range 1..%d", ErrBadInput, dim, MaxDim)
+	if err := checkDim(dim); err != nil {
+		return nil, err
 	}
 	texts := in.Texts
 	switch {

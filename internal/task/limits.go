@@ -69,10 +69,10 @@ func (ChunkExecutor) OutputBound(input json.RawMessage) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	step := size - overlap
-	if size < 1 || step < 1 {
-		return 0, nil // ChunkText rejects it
+	if err := checkWindow(size, overlap); err != nil {
+		return 0, err // as ChunkText would, and before the arithmetic below
 	}
+	step := size - overlap
 	n := len(*in.Text)
 	windows := n/step + 1
 	repeat := (size + step - 1) / step
@@ -90,6 +90,9 @@ func (EmbedExecutor) OutputBound(input json.RawMessage) (int, error) {
 	dim := DefaultDim
 	if in.Dim != nil {
 		dim = *in.Dim
+	}
+	if err := checkDim(dim); err != nil {
+		return 0, err // as Execute would, and before dim*16 can overflow
 	}
 	texts := len(in.Texts)
 	if in.Text != nil {
