@@ -34,8 +34,13 @@ test: test-deps lint
 	$(GO) test -race -count=1 -timeout 30m ./...
 	$(MAKE) fuzz
 
+## fuzz: every decoder of what a peer sends, FUZZTIME each
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeFrame$$' -fuzztime $(FUZZTIME) ./internal/p2p/message
+	$(GO) test -run '^$$' -fuzz '^FuzzParseUTC$$' -fuzztime $(FUZZTIME) ./internal/p2p/message
+	$(GO) test -run '^$$' -fuzz '^FuzzOutputBound$$' -fuzztime $(FUZZTIME) ./internal/task
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeAnswer$$' -fuzztime $(FUZZTIME) ./internal/fleet
+	$(GO) test -run '^$$' -fuzz '^FuzzParseTraceparent$$' -fuzztime $(FUZZTIME) ./internal/tracing
 
 ## bench: every benchmark of docs/performance.md (takes several minutes)
 bench:
