@@ -128,10 +128,6 @@ func estimateChunks(n, size, overlap int) int {
 	return 1 + (n-size+size-overlap-1)/(size-overlap)
 }
 
-// window checks that the text of a text.chunk or index.add request is
-// given and applies the defaults of the optional window parameters they
-// share: size 256; overlap 32, or size/8 when that is smaller, so that a
-// small size given alone is valid.
 // checkWindow checks a window's size and overlap against their ranges.
 func checkWindow(size, overlap int) error {
 	if size < 1 || size > MaxChunkSize {
@@ -143,6 +139,10 @@ func checkWindow(size, overlap int) error {
 	return nil
 }
 
+// window checks that the text of a text.chunk or index.add request is
+// given and applies the defaults of the optional window parameters they
+// share: size 256; overlap 32, or size/8 when that is smaller, so that a
+// small size given alone is valid.
 func window(text *string, sizeIn, overlapIn *int) (size, overlap int, err error) {
 	if text == nil {
 		return 0, 0, fmt.Errorf("%w: text is required", ErrBadInput)
