@@ -250,11 +250,11 @@ func checkOneLine(t *testing.T, what string, err error, want ...string) {
 // reader gathers the pongs, and its flush before waiting for the rest of
 // that frame blocks, as the window is full, until the peer reads. That wait
 // is for the write timeout to bound, not the read timeout: the peer reads
-// after three read timeouts, sends the rest of the frame, and the last ping
+// after two read timeouts, sends the rest of the frame, and the last ping
 // is answered rather than the stream reset as stalled.
 func TestPipeliningPeerThatReadsLate(t *testing.T) {
 	const (
-		readTimeout = 300 * time.Millisecond
+		readTimeout = time.Second // far above what reading the replies takes, even under -race on a loaded machine
 		window      = 256 << 10 // go-yamux's initial stream window
 	)
 	a := newTestNode(t, listenOn(tcpOnly))
@@ -302,15 +302,11 @@ func TestPipeliningPeerThatReadsLate(t *testing.T) {
 	if _, err := s.Write(append(buf, last[:half]...)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3 * readTimeout) // the peer reads late
+	time.Sleep(2 * readTimeout) // the peer reads late
 
 	br := bufio.NewReader(s)
-	env, err := DecodeFrame(br, DefaultMaxMessageBytes)
-	if err != nil {
+	if _, err := ReadRawFrame(br, DefaultMaxMessageBytes); err != nil { // not decoded: read it fast
 		t.Fatalf("the large reply: %v", err)
-	}
-	if env.Type != TypeTaskResult {
-		t.Fatalf("the large reply: %s", env.Type)
 	}
 	for i := range pings {
 		env, err := DecodeFrame(br, DefaultMaxMessageBytes)
@@ -324,7 +320,7 @@ func TestPipeliningPeerThatReadsLate(t *testing.T) {
 	if _, err := s.Write(last[half:]); err != nil {
 		t.Fatal(err)
 	}
-	env, err = DecodeFrame(br, DefaultMaxMessageBytes)
+	env, err := DecodeFrame(br, DefaultMaxMessageBytes)
 	if err != nil {
 		t.Fatalf("the last ping: %v", err)
 	}
