@@ -255,7 +255,7 @@ func checkOneLine(t *testing.T, what string, err error, want ...string) {
 func TestPipeliningPeerThatReadsLate(t *testing.T) {
 	const (
 		readTimeout = time.Second // far above what reading the replies takes, even under -race on a loaded machine
-		window      = 256 << 10 // go-yamux's initial stream window
+		window      = 256 << 10   // go-yamux's initial stream window
 	)
 	a := newTestNode(t, listenOn(tcpOnly))
 	b := newTestNode(t, listenOn(tcpOnly), withService(func(c *ServiceConfig) {
