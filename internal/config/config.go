@@ -153,6 +153,9 @@ type MetricsConfig struct {
 	AuthFailureRate float64 `yaml:"auth_failure_rate"`
 	// MaxConnections caps open connections to the metrics listener.
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerClient caps the open connections of one client (an
+	// IPv4 address or an IPv6 /64) to the metrics listener; 0: no cap.
+	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`
 	// SampleInterval is how often CPU and memory usage are sampled.
 	SampleInterval time.Duration `yaml:"sample_interval"`
 }

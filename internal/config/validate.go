@@ -261,6 +261,7 @@ func validate(c *Config, sources map[string]string) Errors {
 		v.fail("metrics.auth_failure_rate", strconv.FormatFloat(m.AuthFailureRate, 'g', -1, 64), "must be a finite number >= 0 (0 means unlimited)")
 	}
 	v.intMin("metrics.max_connections", m.MaxConnections, 1)
+	v.intMin("metrics.max_connections_per_client", m.MaxConnectionsPerClient, 0)
 
 	v.hostPort("api.listen", c.API.Listen, true, 0)
 	if strings.ContainsFunc(c.API.Token, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) {

@@ -12,6 +12,7 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"sync"
 	"time"
@@ -36,15 +37,35 @@ var ErrBodyTooSlow = errors.New("request body too slow")
 // reset or EOF) so that excess clients cost no goroutine. maxConns <= 0
 // returns ln unchanged.
 func LimitListener(ln net.Listener, maxConns int) net.Listener {
+	return LimitListenerPerClient(ln, maxConns, 0)
+}
+
+// LimitListenerPerClient is LimitListener that also holds each client to at
+// most perClient of the maxConns connections, so that one host cannot take
+// every connection and lock out the others (a scraper, a probe). A client is
+// a source IPv4 address, or the /64 of a source IPv6 address, the block one
+// host usually holds. perClient <= 0, or at least maxConns, sets no
+// per-client cap. The count of a client is kept only while it has open
+// connections: at most maxConns entries.
+func LimitListenerPerClient(ln net.Listener, maxConns, perClient int) net.Listener {
 	if maxConns <= 0 {
 		return ln
 	}
-	return &limitListener{Listener: ln, sem: make(chan struct{}, maxConns)}
+	l := &limitListener{Listener: ln, sem: make(chan struct{}, maxConns)}
+	if perClient > 0 && perClient < maxConns {
+		l.perClient = perClient
+		l.open = make(map[netip.Prefix]int)
+	}
+	return l
 }
 
 type limitListener struct {
 	net.Listener
 	sem chan struct{}
+
+	perClient int
+	mu        sync.Mutex
+	open      map[netip.Prefix]int // open connections by client; nil without a per-client cap
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -55,11 +76,63 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		select {
 		case l.sem <- struct{}{}:
-			return &limitConn{Conn: c, release: func() { <-l.sem }}, nil
 		default:
 			_ = c.Close()
+			continue
 		}
+		if l.open == nil {
+			return &limitConn{Conn: c, release: l.releaseSlot}, nil
+		}
+		client, ok := clientOf(c.RemoteAddr())
+		if !ok { // not an IP connection: only the total applies
+			return &limitConn{Conn: c, release: l.releaseSlot}, nil
+		}
+		l.mu.Lock()
+		n := l.open[client]
+		if n >= l.perClient {
+			l.mu.Unlock()
+			l.releaseSlot()
+			_ = c.Close()
+			continue
+		}
+		l.open[client] = n + 1
+		l.mu.Unlock()
+		return &limitConn{Conn: c, release: func() { l.releaseClient(client) }}, nil
 	}
+}
+
+func (l *limitListener) releaseSlot() { <-l.sem }
+
+func (l *limitListener) releaseClient(client netip.Prefix) {
+	l.mu.Lock()
+	if n := l.open[client]; n > 1 {
+		l.open[client] = n - 1
+	} else {
+		delete(l.open, client)
+	}
+	l.mu.Unlock()
+	l.releaseSlot()
+}
+
+// clientOf returns the client a connection counts against: its source
+// IPv4 address (IPv4-mapped IPv6 included) as a /32, or the /64 of its
+// source IPv6 address.
+func clientOf(a net.Addr) (netip.Prefix, bool) {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ip, ok := netip.AddrFromSlice(ta.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ip = ip.Unmap()
+	bits := 32
+	if ip.Is6() {
+		bits = 64
+	}
+	p, err := ip.Prefix(bits)
+	return p, err == nil
 }
 
 type limitConn struct {

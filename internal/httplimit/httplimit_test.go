@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -260,4 +261,123 @@ func TestShutdownClosesTricklingClient(t *testing.T) {
 		t.Fatalf("Shutdown took %s with a trickling client, want about the 500ms grace", d)
 	}
 	waitClosed(t, c, 2*time.Second)
+}
+
+// dialFrom dials addr from the loopback source address src (Linux routes
+// all of 127.0.0.0/8 to the loopback interface).
+func dialFrom(t *testing.T, src, addr string) net.Conn {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 3 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// getOn sends GET path on c and returns the status code, failing if c is
+// closed instead.
+func getOn(t *testing.T, c net.Conn, path string) int {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: t\r\n\r\n", path)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("GET %s from %s: %v", path, c.LocalAddr(), err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestLimitListenerPerClient: one client (source address) holding its
+// share of connections has its next one closed at accept, while other
+// clients are still served, up to the total; a client's slots come back as
+// its connections close, and its entry goes away with its last one.
+func TestLimitListenerPerClient(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/block" {
+			<-block
+		}
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	limited := LimitListenerPerClient(ln, 5, 2).(*limitListener)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: time.Second}
+	go func() { _ = srv.Serve(limited) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	addr := ln.Addr().String()
+
+	// The attacker, 127.0.0.1, holds two connections idle (kept alive).
+	a1, a2 := dialFrom(t, "127.0.0.1", addr), dialFrom(t, "127.0.0.1", addr)
+	for _, c := range []net.Conn{a1, a2} {
+		if code := getOn(t, c, "/ok"); code != 200 {
+			t.Fatalf("first connections: %d", code)
+		}
+	}
+	// Its third and fourth are closed at accept, without an answer.
+	for range 2 {
+		if got := waitClosed(t, dialFrom(t, "127.0.0.1", addr), 3*time.Second); got != "" {
+			t.Fatalf("connection over the client's share answered %q", got)
+		}
+	}
+	// Another client is served meanwhile, and a third, up to the total of 5.
+	b1 := dialFrom(t, "127.0.0.2", addr)
+	if code := getOn(t, b1, "/ok"); code != 200 {
+		t.Fatalf("other client: %d", code)
+	}
+	b2, c1 := dialFrom(t, "127.0.0.2", addr), dialFrom(t, "127.0.0.3", addr)
+	for _, c := range []net.Conn{b2, c1} {
+		if code := getOn(t, c, "/ok"); code != 200 {
+			t.Fatalf("within the total: %d", code)
+		}
+	}
+	// Five open: a fourth client is refused by the total.
+	waitClosed(t, dialFrom(t, "127.0.0.4", addr), 3*time.Second)
+
+	// The attacker's slots come back once its connections close.
+	a1.Close()
+	a2.Close()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		limited.mu.Lock()
+		_, held := limited.open[netip.MustParsePrefix("127.0.0.1/32")]
+		limited.mu.Unlock()
+		if !held {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the client's entry outlived its connections")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code := getOn(t, dialFrom(t, "127.0.0.1", addr), "/ok"); code != 200 {
+		t.Fatalf("after closing: %d", code)
+	}
+}
+
+func TestClientOf(t *testing.T) {
+	for _, c := range []struct {
+		addr net.Addr
+		want string
+	}{
+		{&net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 1}, "192.0.2.7/32"},
+		{&net.TCPAddr{IP: net.ParseIP("::ffff:192.0.2.7"), Port: 1}, "192.0.2.7/32"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:aaaa::1"), Port: 1}, "2001:db8:1:2::/64"},
+		{&net.TCPAddr{IP: net.ParseIP("2001:db8:1:2:bbbb::9"), Port: 1}, "2001:db8:1:2::/64"},
+		{&net.UnixAddr{Name: "/tmp/s", Net: "unix"}, ""},
+	} {
+		p, ok := clientOf(c.addr)
+		got := ""
+		if ok {
+			got = p.String()
+		}
+		if got != c.want {
+			t.Errorf("clientOf(%v) = %q, want %q", c.addr, got, c.want)
+		}
+	}
 }

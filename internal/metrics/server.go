@@ -46,6 +46,9 @@ type ServerConfig struct {
 	MinBodyRate int64
 	// MaxConnections caps open connections (default 64).
 	MaxConnections int
+	// MaxConnectionsPerClient caps the open connections of one client (a
+	// source IPv4 address or IPv6 /64); 0 sets no per-client cap.
+	MaxConnectionsPerClient int
 	// ShutdownGrace is how long Shutdown waits for scrapes in flight before
 	// closing what remains (default 2s).
 	ShutdownGrace time.Duration
@@ -204,7 +207,7 @@ func (s *Server) Start() error {
 		WebSystemdSocket:   new(bool),
 		WebConfigFile:      &webCfg,
 	}
-	var served net.Listener = httplimit.LimitListener(ln, s.cfg.MaxConnections)
+	var served net.Listener = httplimit.LimitListenerPerClient(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerClient)
 	if s.cfg.WebConfigFile != "" && s.cfg.AuthFailureRate > 0 {
 		g := newAuthGuard(s.cfg.AuthFailureRate)
 		s.http.Handler = g.protect(s.http.Handler)

@@ -175,18 +175,19 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 
 	if cfg.Metrics.Enabled {
 		n.metricsSrv = metrics.NewServer(n.reg, n.Ready, metrics.ServerConfig{
-			Listen:              cfg.Metrics.Listen,
-			Path:                cfg.Metrics.Path,
-			WebConfigFile:       cfg.Metrics.WebConfigFile,
-			MaxRequestsInFlight: cfg.Metrics.MaxRequestsInFlight,
-			RateLimit:           cfg.Metrics.RateLimit,
-			AuthFailureRate:     authFailureRate(cfg.Metrics.AuthFailureRate),
-			MaxConnections:      cfg.Metrics.MaxConnections,
-			ShutdownGrace:       cfg.API.ShutdownGrace,
-			BodyTimeout:         cfg.API.BodyTimeout,
-			MinBodyRate:         int64(cfg.API.MinBodyRate),
-			Logger:              log.With("component", "metrics"),
-			SD:                  n.fleet.sd,
+			Listen:                  cfg.Metrics.Listen,
+			Path:                    cfg.Metrics.Path,
+			WebConfigFile:           cfg.Metrics.WebConfigFile,
+			MaxRequestsInFlight:     cfg.Metrics.MaxRequestsInFlight,
+			RateLimit:               cfg.Metrics.RateLimit,
+			AuthFailureRate:         authFailureRate(cfg.Metrics.AuthFailureRate),
+			MaxConnections:          cfg.Metrics.MaxConnections,
+			MaxConnectionsPerClient: cfg.Metrics.MaxConnectionsPerClient,
+			ShutdownGrace:           cfg.API.ShutdownGrace,
+			BodyTimeout:             cfg.API.BodyTimeout,
+			MinBodyRate:             int64(cfg.API.MinBodyRate),
+			Logger:                  log.With("component", "metrics"),
+			SD:                      n.fleet.sd,
 		})
 	}
 	n.apiSrv = api.NewServer(api.ServerConfig{
