@@ -2,7 +2,7 @@
 # Runs every benchmark quoted in docs/performance.md and writes raw results to
 # bench-results/ (one file per group). Medians: benchstat bench-results/*.txt
 # (go run golang.org/x/perf/cmd/benchstat@latest). COUNT and BENCHTIME may be
-# overridden; the defaults take roughly 15-25 minutes on 2 cores.
+# overridden; the defaults take roughly 20-30 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COUNT="${COUNT:-5}"
@@ -31,6 +31,9 @@ run storage-local ./internal/storage/local 'Benchmark(Put|Get)'
 run storage-redis ./internal/storage/redis 'Benchmark(Put|Get)'
 # Store and raw go-redis in interleaved rounds with an A/A control.
 run storage-redis-paired ./internal/storage/redis 'BenchmarkStoreVsRawPaired' 60x
+# Prefix lists through the key index against a SCAN, 100 keys among 100,000,
+# standalone and a 3-master cluster (each run first writes the 100,000 keys).
+run storage-redis-list ./internal/storage/redis 'BenchmarkListPrefix' 100x
 run p2p         ./internal/p2p/...       'Benchmark(Ping|MetricsMiddleware|Codec|FullMesh)'
 # The responder of this one is a second process (the test binary re-executed);
 # b.N is a number of rounds of raw A, service, raw B in rotating order.
