@@ -68,8 +68,25 @@ func TestE2EOneHostCannotTakeEveryMetricsConnection(t *testing.T) {
 	if _, code := request("127.0.0.1", "/healthz"); code != 0 {
 		t.Fatalf("a 17th connection from the same host was answered %d", code)
 	}
-	// Prometheus, on another address, scrapes.
-	if _, code := request("127.0.0.2", u.Path); code != http.StatusOK {
-		t.Fatalf("scrape from another host while one holds its share: %d, want 200", code)
+	// Prometheus, on another address, scrapes, and sees every refusal
+	// counted: the attacker's 48 and its 17th.
+	fams, _ := testenv.Scrape(t, &http.Client{
+		Timeout:   10 * time.Second,
+		Transport: &http.Transport{DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}).DialContext},
+	}, n.MetricsURL)
+	for _, c := range []struct {
+		listener, reason string
+		want             float64
+	}{
+		{"metrics", "max_connections_per_client", 49},
+		{"metrics", "max_connections", 0},
+		{"api", "max_connections", 0},
+	} {
+		if got := fams.Value("agent_connections_refused_total", testenv.L("listener", c.listener, "reason", c.reason)); got != c.want {
+			t.Errorf("agent_connections_refused_total{listener=%q,reason=%q} = %v, want %v", c.listener, c.reason, got, c.want)
+		}
+	}
+	if n := fams.SeriesCount("agent_connections_refused_total"); n != 3 {
+		t.Errorf("agent_connections_refused_total has %d series, want 3", n)
 	}
 }

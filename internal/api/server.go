@@ -102,6 +102,9 @@ type Limits struct {
 	MinBodyRate int64
 	// MaxConnections caps open connections; excess ones are closed at accept.
 	MaxConnections int
+	// ConnRefused, when set, counts a connection closed at accept
+	// (httplimit.RefusedMax).
+	ConnRefused func(reason string)
 	// MaxBodyBytesInFlight bounds the request-body bytes held at once; beyond
 	// it requests answer 503 with Retry-After without being read.
 	MaxBodyBytesInFlight int64
@@ -214,7 +217,7 @@ func (s *Server) Start() error {
 	s.serveWG.Add(1)
 	go func() {
 		defer s.serveWG.Done()
-		if err := s.http.Serve(httplimit.LimitListener(ln, s.cfg.Limits.MaxConnections)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := s.http.Serve(httplimit.LimitConns(ln, httplimit.ConnLimits{Max: s.cfg.Limits.MaxConnections, Refused: s.cfg.Limits.ConnRefused})); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("api server stopped", "err", err)
 		}
 	}()

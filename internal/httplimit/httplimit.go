@@ -37,31 +37,53 @@ var ErrBodyTooSlow = errors.New("request body too slow")
 // reset or EOF) so that excess clients cost no goroutine. maxConns <= 0
 // returns ln unchanged.
 func LimitListener(ln net.Listener, maxConns int) net.Listener {
-	return LimitListenerPerClient(ln, maxConns, 0)
+	return LimitConns(ln, ConnLimits{Max: maxConns})
 }
 
-// LimitListenerPerClient is LimitListener that also holds each client to at
-// most perClient of the maxConns connections, so that one host cannot take
-// every connection and lock out the others (a scraper, a probe). A client is
-// a source IPv4 address, or the /64 of a source IPv6 address, the block one
-// host usually holds. perClient <= 0, or at least maxConns, sets no
-// per-client cap. The count of a client is kept only while it has open
-// connections: at most maxConns entries.
-func LimitListenerPerClient(ln net.Listener, maxConns, perClient int) net.Listener {
-	if maxConns <= 0 {
+// Reasons a connection is closed at accept, as passed to ConnLimits.Refused:
+// the configuration keys of the limits.
+const (
+	RefusedMax       = "max_connections"
+	RefusedPerClient = "max_connections_per_client"
+)
+
+// ConnLimits bounds the open connections of a listener.
+type ConnLimits struct {
+	// Max is the number of open connections at once; <= 0 sets no limit
+	// (and no per-client cap).
+	Max int
+	// PerClient is the share of Max one client may hold, so that one host
+	// cannot take every connection and lock out the others (a scraper, a
+	// probe). A client is a source IPv4 address, or the /64 of a source
+	// IPv6 address, the block one host usually holds. <= 0, or at least
+	// Max, sets no per-client cap.
+	PerClient int
+	// Refused, when set, is called with RefusedMax or RefusedPerClient for
+	// every connection closed at accept, from the accepting goroutine.
+	Refused func(reason string)
+}
+
+// LimitConns is LimitListener with the limits of l. The count of a client
+// is kept only while it has open connections: at most l.Max entries.
+func LimitConns(ln net.Listener, l ConnLimits) net.Listener {
+	if l.Max <= 0 {
 		return ln
 	}
-	l := &limitListener{Listener: ln, sem: make(chan struct{}, maxConns)}
-	if perClient > 0 && perClient < maxConns {
-		l.perClient = perClient
-		l.open = make(map[netip.Prefix]int)
+	ll := &limitListener{Listener: ln, sem: make(chan struct{}, l.Max), refused: l.Refused}
+	if ll.refused == nil {
+		ll.refused = func(string) {}
 	}
-	return l
+	if l.PerClient > 0 && l.PerClient < l.Max {
+		ll.perClient = l.PerClient
+		ll.open = make(map[netip.Prefix]int)
+	}
+	return ll
 }
 
 type limitListener struct {
 	net.Listener
-	sem chan struct{}
+	sem     chan struct{}
+	refused func(reason string)
 
 	perClient int
 	mu        sync.Mutex
@@ -77,6 +99,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		select {
 		case l.sem <- struct{}{}:
 		default:
+			l.refused(RefusedMax) // counted before the client can see it
 			_ = c.Close()
 			continue
 		}
@@ -92,6 +115,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if n >= l.perClient {
 			l.mu.Unlock()
 			l.releaseSlot()
+			l.refused(RefusedPerClient)
 			_ = c.Close()
 			continue
 		}

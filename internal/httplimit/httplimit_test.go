@@ -306,7 +306,13 @@ func TestLimitListenerPerClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	limited := LimitListenerPerClient(ln, 5, 2).(*limitListener)
+	var mu sync.Mutex
+	refused := map[string]int{}
+	limited := LimitConns(ln, ConnLimits{Max: 5, PerClient: 2, Refused: func(reason string) {
+		mu.Lock()
+		refused[reason]++
+		mu.Unlock()
+	}}).(*limitListener)
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: time.Second}
 	go func() { _ = srv.Serve(limited) }()
 	t.Cleanup(func() { _ = srv.Close() })
@@ -338,6 +344,11 @@ func TestLimitListenerPerClient(t *testing.T) {
 	}
 	// Five open: a fourth client is refused by the total.
 	waitClosed(t, dialFrom(t, "127.0.0.4", addr), 3*time.Second)
+	mu.Lock()
+	if refused[RefusedPerClient] != 2 || refused[RefusedMax] != 1 || len(refused) != 2 {
+		t.Errorf("refusals counted %v, want 2 %s and 1 %s", refused, RefusedPerClient, RefusedMax)
+	}
+	mu.Unlock()
 
 	// The attacker's slots come back once its connections close.
 	a1.Close()

@@ -55,3 +55,25 @@ messages_sent_total{type="unknown"} 0
 		}
 	}
 }
+
+// TestConnRefusals: the family's series are the listener x limit pairs of
+// the node, each at zero; For counts by limit, and an outsider as unknown.
+func TestConnRefusals(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	c := NewConnRefusals(reg)
+	metricsListener, api := c.For("metrics"), c.For("api")
+	metricsListener("max_connections_per_client")
+	metricsListener("max_connections_per_client")
+	api("max_connections")
+	api("no-such-limit")
+	want := `# HELP agent_connections_refused_total Connections the node's HTTP listeners closed at accept, by listener (metrics, api) and by the limit that refused them (max_connections, max_connections_per_client).
+# TYPE agent_connections_refused_total counter
+agent_connections_refused_total{listener="api",reason="max_connections"} 1
+agent_connections_refused_total{listener="api",reason="unknown"} 1
+agent_connections_refused_total{listener="metrics",reason="max_connections"} 0
+agent_connections_refused_total{listener="metrics",reason="max_connections_per_client"} 2
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "agent_connections_refused_total"); err != nil {
+		t.Fatal(err)
+	}
+}

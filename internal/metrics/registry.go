@@ -1,6 +1,10 @@
 package metrics
 
 import (
+	"slices"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/httplimit"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
@@ -29,6 +33,60 @@ func NewRegistry(version, peerID string) *prometheus.Registry {
 	info.Set(1)
 	reg.MustRegister(info)
 	return reg
+}
+
+// ConnRefusals is agent_connections_refused_total: connections the node's
+// HTTP listeners closed at accept, by listener and by the limit that refused
+// them.
+type ConnRefusals struct {
+	vec     *prometheus.CounterVec
+	reasons map[string][]string
+}
+
+// The listeners of agent_connections_refused_total, and the limits that
+// refuse connections on each (the metrics listener has a per-client cap,
+// the control API, on loopback by default, does not).
+var connLimits = map[string][]string{
+	"metrics": {httplimit.RefusedMax, httplimit.RefusedPerClient},
+	"api":     {httplimit.RefusedMax},
+}
+
+// NewConnRefusals registers agent_connections_refused_total on reg, every
+// listener x limit pair pre-initialised to zero.
+func NewConnRefusals(reg prometheus.Registerer) *ConnRefusals {
+	limits := connLimits
+	c := &ConnRefusals{
+		vec: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agent_connections_refused_total",
+			Help: "Connections the node's HTTP listeners closed at accept, by listener (metrics, api) and by the limit that refused them (max_connections, max_connections_per_client).",
+		}, []string{"listener", "reason"}),
+		reasons: make(map[string][]string, len(limits)),
+	}
+	for l, rs := range limits {
+		c.reasons[l] = slices.Clone(rs)
+		for _, r := range rs {
+			c.vec.WithLabelValues(l, r)
+		}
+	}
+	reg.MustRegister(c.vec)
+	return c
+}
+
+// For returns the function counting the refusals of listener ("metrics" or
+// "api"), for httplimit.ConnLimits.Refused. Its counters are resolved here;
+// a reason outside the listener's limits is counted as Unknown.
+func (c *ConnRefusals) For(listener string) func(reason string) {
+	byReason := map[string]prometheus.Counter{}
+	for _, r := range c.reasons[listener] {
+		byReason[r] = c.vec.WithLabelValues(listener, r)
+	}
+	return func(reason string) {
+		if ctr, ok := byReason[reason]; ok {
+			ctr.Inc()
+			return
+		}
+		c.vec.WithLabelValues(listener, Unknown).Inc()
+	}
 }
 
 // RegisterPeers registers agent_peers_connected, read at scrape time from

@@ -49,6 +49,9 @@ type ServerConfig struct {
 	// MaxConnectionsPerClient caps the open connections of one client (a
 	// source IPv4 address or IPv6 /64); 0 sets no per-client cap.
 	MaxConnectionsPerClient int
+	// ConnRefused, when set, counts a connection closed at accept, by the
+	// limit that refused it (httplimit.RefusedMax, RefusedPerClient).
+	ConnRefused func(reason string)
 	// ShutdownGrace is how long Shutdown waits for scrapes in flight before
 	// closing what remains (default 2s).
 	ShutdownGrace time.Duration
@@ -207,7 +210,9 @@ func (s *Server) Start() error {
 		WebSystemdSocket:   new(bool),
 		WebConfigFile:      &webCfg,
 	}
-	var served net.Listener = httplimit.LimitListenerPerClient(ln, s.cfg.MaxConnections, s.cfg.MaxConnectionsPerClient)
+	var served net.Listener = httplimit.LimitConns(ln, httplimit.ConnLimits{
+		Max: s.cfg.MaxConnections, PerClient: s.cfg.MaxConnectionsPerClient, Refused: s.cfg.ConnRefused,
+	})
 	if s.cfg.WebConfigFile != "" && s.cfg.AuthFailureRate > 0 {
 		g := newAuthGuard(s.cfg.AuthFailureRate)
 		s.http.Handler = g.protect(s.http.Handler)

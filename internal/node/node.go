@@ -173,6 +173,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 		log.Info("marked interrupted tasks as failed", "count", k)
 	}
 
+	refusals := metrics.NewConnRefusals(n.reg)
 	if cfg.Metrics.Enabled {
 		n.metricsSrv = metrics.NewServer(n.reg, n.Ready, metrics.ServerConfig{
 			Listen:                  cfg.Metrics.Listen,
@@ -183,6 +184,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 			AuthFailureRate:         authFailureRate(cfg.Metrics.AuthFailureRate),
 			MaxConnections:          cfg.Metrics.MaxConnections,
 			MaxConnectionsPerClient: cfg.Metrics.MaxConnectionsPerClient,
+			ConnRefused:             refusals.For("metrics"),
 			ShutdownGrace:           cfg.API.ShutdownGrace,
 			BodyTimeout:             cfg.API.BodyTimeout,
 			MinBodyRate:             int64(cfg.API.MinBodyRate),
@@ -202,6 +204,7 @@ func New(ctx context.Context, cfg *config.Config, version string, log *slog.Logg
 			BodyTimeout:          cfg.API.BodyTimeout,
 			MinBodyRate:          int64(cfg.API.MinBodyRate),
 			MaxConnections:       cfg.API.MaxConnections,
+			ConnRefused:          refusals.For("api"),
 			MaxBodyBytesInFlight: int64(cfg.API.MaxBodyBytesInFlight),
 			ShutdownGrace:        cfg.API.ShutdownGrace,
 		},

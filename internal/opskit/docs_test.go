@@ -115,6 +115,7 @@ func nodeRegistry(t testing.TB) *prometheus.Registry {
 	metrics.NewMessages(reg, message.MetricLabels())
 	metrics.NewTasks(reg, task.MetricLabels())
 	metrics.RegisterPeers(reg, func() int { return 2 })
+	metrics.NewConnRefusals(reg)
 	metrics.NewSampler(reg, time.Second, nil).Sample()
 	metrics.RegisterRedisPool(reg, func() metrics.PoolStats { return metrics.PoolStats{TotalConns: 1} })
 	metrics.NewServer(reg, nil, metrics.ServerConfig{Listen: "127.0.0.1:0"}) // registers promhttp_metric_handler_*
