@@ -1,12 +1,10 @@
 package metrics
 
 import (
-	"slices"
-
-	"github.com/p2p-ai-agents/p2p-agent/internal/httplimit"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/p2p-ai-agents/p2p-agent/internal/httplimit"
 )
 
 // NewRegistry returns a fresh registry for one node holding the standard Go
@@ -38,10 +36,7 @@ func NewRegistry(version, peerID string) *prometheus.Registry {
 // ConnRefusals is agent_connections_refused_total: connections the node's
 // HTTP listeners closed at accept, by listener and by the limit that refused
 // them.
-type ConnRefusals struct {
-	vec     *prometheus.CounterVec
-	reasons map[string][]string
-}
+type ConnRefusals struct{ vec *prometheus.CounterVec }
 
 // The listeners of agent_connections_refused_total, and the limits that
 // refuse connections on each (the metrics listener has a per-client cap,
@@ -54,22 +49,17 @@ var connLimits = map[string][]string{
 // NewConnRefusals registers agent_connections_refused_total on reg, every
 // listener x limit pair pre-initialised to zero.
 func NewConnRefusals(reg prometheus.Registerer) *ConnRefusals {
-	limits := connLimits
-	c := &ConnRefusals{
-		vec: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "agent_connections_refused_total",
-			Help: "Connections the node's HTTP listeners closed at accept, by listener (metrics, api) and by the limit that refused them (max_connections, max_connections_per_client).",
-		}, []string{"listener", "reason"}),
-		reasons: make(map[string][]string, len(limits)),
-	}
-	for l, rs := range limits {
-		c.reasons[l] = slices.Clone(rs)
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "agent_connections_refused_total",
+		Help: "Connections the node's HTTP listeners closed at accept, by listener (metrics, api) and by the limit that refused them (max_connections, max_connections_per_client).",
+	}, []string{"listener", "reason"})
+	for l, rs := range connLimits {
 		for _, r := range rs {
-			c.vec.WithLabelValues(l, r)
+			vec.WithLabelValues(l, r)
 		}
 	}
-	reg.MustRegister(c.vec)
-	return c
+	reg.MustRegister(vec)
+	return &ConnRefusals{vec: vec}
 }
 
 // For returns the function counting the refusals of listener ("metrics" or
@@ -77,7 +67,7 @@ func NewConnRefusals(reg prometheus.Registerer) *ConnRefusals {
 // a reason outside the listener's limits is counted as Unknown.
 func (c *ConnRefusals) For(listener string) func(reason string) {
 	byReason := map[string]prometheus.Counter{}
-	for _, r := range c.reasons[listener] {
+	for _, r := range connLimits[listener] {
 		byReason[r] = c.vec.WithLabelValues(listener, r)
 	}
 	return func(reason string) {
