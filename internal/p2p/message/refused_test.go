@@ -35,6 +35,19 @@ func withInboundMessageStreams(tb testing.TB, n int) nodeOpt {
 	return withHost(libp2p.ResourceManager(rm))
 }
 
+// startedWithin reports whether n values arrive on started within d.
+func startedWithin(started <-chan struct{}, n int, d time.Duration) bool {
+	timeout := time.After(d)
+	for range n {
+		select {
+		case <-started:
+		case <-timeout:
+			return false
+		}
+	}
+	return true
+}
+
 // awaitStarted waits for n values on started, for at most 10 s.
 func awaitStarted(t *testing.T, started <-chan struct{}, n int) {
 	t.Helper()
@@ -46,6 +59,23 @@ func awaitStarted(t *testing.T, started <-chan struct{}, n int) {
 			t.Fatalf("%d of %d requests started in 10 s", i, n)
 		}
 	}
+}
+
+// admittedInbound is the number of inbound message streams n's resource
+// manager still counts (from every peer). It can exceed inboundStreams for a
+// moment: the swarm releases a stream's resources only once the service's
+// stream handler has returned, after the service has let go of it.
+func admittedInbound(t *testing.T, n *testNode) int {
+	t.Helper()
+	var count int
+	err := n.h.Network().ResourceManager().ViewProtocol(protocol.ID(ProtocolID), func(s network.ProtocolScope) error {
+		count = s.Stat().NumStreamsInbound
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return count
 }
 
 // learnedLimit reports how many exclusive streams A now gives p (-1: none
@@ -114,15 +144,16 @@ func testPeerRefusingStreams(t *testing.T, exclusive, refused int) {
 		idle, count, busy := a.pool(b.h.ID())
 		return idle == 3 && count == 3 && busy == 0
 	})
-	// Until B has let go of the fourth exclusive stream too, it would
-	// refuse the shared one (A would then give it 2). A's shared stream
-	// exists when B took it before one of the exclusive ones.
-	p2ptest.Eventually(t, 10*time.Second, "B serves A's kept streams and no others", func() bool {
+	// Until B has let go of the fourth exclusive stream too, and its
+	// resource manager with it, it would refuse the shared one (A would
+	// then give it 2). A's shared stream exists when B took it before one
+	// of the exclusive ones.
+	p2ptest.Eventually(t, 10*time.Second, "B serves and admits A's kept streams and no others", func() bool {
 		want := 3
 		if outboundOf(a, b.h.ID()) != nil {
 			want++
 		}
-		return inboundStreams(b) == want
+		return inboundStreams(b) == want && admittedInbound(t, b) == want
 	})
 
 	// Eight at once now: 3 exclusive streams and the shared one, which
@@ -130,7 +161,12 @@ func testPeerRefusingStreams(t *testing.T, exclusive, refused int) {
 	started2, release2 := heldReplies(b)
 	const m = 8
 	errs = requestsInFlight(a, b, m)
-	awaitStarted(t, started2, m)
+	if !startedWithin(started2, m, 10*time.Second) {
+		limit, waiting := a.learnedLimit(b.h.ID())
+		idle, count, busy := a.pool(b.h.ID())
+		t.Fatalf("not all %d requests started in 10 s: A gives B %d exclusive streams (%d idle, %d open, %d busy), %d requests wait, A has a shared stream: %t; B serves %d streams, admits %d",
+			m, limit, idle, count, busy, waiting, outboundOf(a, b.h.ID()) != nil, inboundStreams(b), admittedInbound(t, b))
+	}
 	if got := inboundStreams(b); got != 4 {
 		t.Fatalf("B serves %d message streams with %d requests in flight, want 3 exclusive + 1 shared", got, m)
 	}
