@@ -3,10 +3,8 @@ package main_test
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"strconv"
@@ -130,7 +128,7 @@ func TestHostilePeerBoundedMemory(t *testing.T) {
 				in := inputs[(s+i)%len(inputs)]
 				payload, _ := json.Marshal(task.Request{Type: in.typ, Input: in.input, TimeoutMS: 60000})
 				env, _ := json.Marshal(message.Envelope{V: 1, ID: fmt.Sprintf("s%d-%d", s, i), Type: message.TypeTaskRequest, SentAt: time.Now().UTC(), Payload: payload})
-				buf = append(binary.AppendUvarint(buf, uint64(len(env))), env...)
+				buf, _ = message.AppendRawFrame(buf, env, 0)
 			}
 			go func() { // write while the replies are read, as a real requester does
 				if _, err := st.Write(buf); err != nil {
@@ -146,13 +144,8 @@ func TestHostilePeerBoundedMemory(t *testing.T) {
 			br := bufio.NewReader(st)
 			bodies := make([][]byte, 0, perStream)
 			for range perStream {
-				size, err := binary.ReadUvarint(br)
+				body, err := message.ReadRawFrame(br, message.DefaultMaxMessageBytes)
 				if err != nil {
-					t.Errorf("stream %d after %d replies: %v", s, len(bodies), err)
-					break
-				}
-				body := make([]byte, size)
-				if _, err := io.ReadFull(br, body); err != nil {
 					t.Errorf("stream %d after %d replies: %v", s, len(bodies), err)
 					break
 				}

@@ -2,7 +2,6 @@ package main_test
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"sync"
 	"testing"
@@ -35,7 +34,7 @@ func TestPeerThatNeverReadsReplies(t *testing.T) {
 	var frames []byte
 	for i := range 4096 {
 		env, _ := json.Marshal(message.Envelope{V: 1, ID: "p" + string(rune('a'+i%26)), Type: message.TypePing, SentAt: time.Now().UTC()})
-		frames = append(binary.AppendUvarint(frames, uint64(len(env))), env...)
+		frames, _ = message.AppendRawFrame(frames, env, 0)
 	}
 	const streams = message.StreamsPerPeer // as many as a peer may open
 	var (

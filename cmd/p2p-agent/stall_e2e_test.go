@@ -2,7 +2,6 @@ package main_test
 
 import (
 	"context"
-	"encoding/binary"
 	"strconv"
 	"testing"
 	"time"
@@ -30,7 +29,7 @@ func TestStalledFrameBehindUnreadReplies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	frame := func(body string) []byte { return append(binary.AppendUvarint(nil, uint64(len(body))), body...) }
+	frame := func(body string) []byte { f, _ := message.AppendRawFrame(nil, []byte(body), 0); return f }
 	var buf []byte
 	for i := range 20000 {
 		buf = append(buf, frame(`{"v":1,"id":"p`+strconv.Itoa(i)+`","type":"ping","payload":{}}`)...)

@@ -163,7 +163,7 @@ var keyTable = []keyDef{
 		desc:  "Open connections to the metrics listener; excess ones are closed at accept. At least 1.",
 		field: func(c *Config) any { return &c.Metrics.MaxConnections }},
 	{key: "metrics.max_connections_per_client", def: "16",
-		desc:  "Open connections to the metrics listener from one client (an IPv4 address or an IPv6 /64), so that one host cannot take them all; excess ones are closed at accept. 0 means no per-client cap.",
+		desc:  "Open connections to the metrics listener from one client (an IPv4 address or an IPv6 /64), so that one host cannot take them all; excess ones are closed at accept. 0, or a value at or above metrics.max_connections, means no per-client cap.",
 		field: func(c *Config) any { return &c.Metrics.MaxConnectionsPerClient }},
 	{key: "metrics.sample_interval", def: "5s",
 		desc:  "Interval of CPU and memory sampling.",
